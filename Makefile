@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
 
+# OFFLINE=1: no ImageNet weights can be fetched, so run the same sweep with random weights (labelled).
+DEMO_ARGS := preset=quickstart $(if $(OFFLINE),loss_net.weights=random metrics.lpips.weights=random study.name=quickstart_random)
+
 demo: $(STAMP)
-	$(BIN)/layersearch layers vgg16
+	$(BIN)/layersearch sweep $(DEMO_ARGS)
+	$(BIN)/layersearch export $(DEMO_ARGS)
+	@echo "browse every trial: $(BIN)/layersearch ui $(DEMO_ARGS)"
 
 test: $(STAMP)
 	$(BIN)/ruff check layersearch tests

@@ -1,27 +1,104 @@
-"""The `layersearch` command: thin wrappers that parse, call one function and print."""
+"""The `layersearch` command: thin wrappers that compose the config, call one function and print."""
 
 from __future__ import annotations
 
+import os
 import sys
+import warnings
+from collections.abc import Callable
 
+from omegaconf import DictConfig, OmegaConf
+
+from .config import ConfigCompositionError, compose_config, config_groups, to_container
+from .data import DataError
 from .layers import ARCHS, LayerError, check_arch, format_layer_table
+from .loss import ConfigError
+from .report import RANDOM_BANNER, format_table
+from .search_space import SpaceError
+from .train import DeviceError, NonFiniteLossError
+from .weights import RandomWeightsWarning, WeightsError
 
 USAGE = """usage: layersearch COMMAND [ARGS]
 
 commands:
-  layers [vgg16|vgg19]   layer names with channels, stride and receptive field
+  layers [vgg16|vgg19]            layer names with channels, stride and receptive field
+  train [overrides]               one training run with loss=<preset> or loss_file=<exported config>
+  score pred_dir=D target_dir=D   score any model's outputs against targets (scale=4 shaves 4 px)
+  sweep [overrides]               run or resume an Optuna study of short trials, recorded in MLflow
+  export [overrides]              write the best layer config of study.name (studies/<name>/best.yaml)
+  ui [overrides] [port=5000]      the MLflow dashboard on 127.0.0.1 for study.name
+
+Commands that take overrides compose conf/config.yaml with Hydra: key=value, group=option.
+  --cfg job          print the composed config and exit
+  --config-dir DIR   add your own config groups (searched before the shipped ones)
+  --help             list the config groups and their options
 """
+
+#: Errors that are the user's input, printed as one line with exit status 2.
+USER_ERRORS = (
+    ConfigCompositionError, ConfigError, LayerError, WeightsError, DataError, DeviceError, SpaceError,
+    NonFiniteLossError, FileExistsError, ValueError, OSError,
+)
 
 
 class UsageError(Exception):
-    """Bad input from the command line: printed as one line, exit status 2."""
+    """Bad command-line arguments."""
+
+
+def parse_overrides(args: list[str]) -> tuple[list[str], list[str], bool, bool]:
+    """Split args into (overrides, config dirs, print-config?, help?)."""
+    overrides, dirs, show_cfg, show_help = [], [], False, False
+    it = iter(args)
+    for arg in it:
+        if arg in ("-h", "--help"):
+            show_help = True
+        elif arg in ("--cfg", "-c"):
+            what = next(it, None)
+            if what != "job":
+                raise UsageError(f"--cfg takes 'job', got {what!r}")
+            show_cfg = True
+        elif arg == "--config-dir" or arg.startswith("--config-dir="):
+            value = arg.split("=", 1)[1] if "=" in arg else next(it, None)
+            if not value or not os.path.isdir(value):
+                raise UsageError(f"--config-dir {value!r} is not a directory")
+            dirs.append(value)
+        elif arg.startswith("-"):
+            raise UsageError(f"unknown option {arg}; overrides look like key=value")
+        else:
+            overrides.append(arg)
+    return overrides, dirs, show_cfg, show_help
+
+
+def groups_help(command: str) -> str:
+    lines = [f"usage: layersearch {command} [--cfg job] [--config-dir DIR] [key=value ...] [group=option ...]",
+             "", "config groups (group=option):"]
+    lines += [f"  {group:<14} {', '.join(options)}" for group, options in config_groups().items()]
+    lines += ["", "e.g. layersearch train preset=smoke trainer.steps=20 loss=esrgan"]
+    return "\n".join(lines)
+
+
+def with_config(command: str, run: Callable[[DictConfig], int]) -> Callable[[list[str]], int]:
+    """Wrap a command body that takes the composed config with --help, --cfg job and --config-dir."""
+
+    def wrapped(args: list[str]) -> int:
+        overrides, dirs, show_cfg, show_help = parse_overrides(args)
+        if show_help:
+            print(groups_help(command))
+            return 0
+        cfg = compose_config(overrides, dirs)
+        if show_cfg:
+            print(OmegaConf.to_yaml(cfg))
+            return 0
+        return run(cfg)
+
+    return wrapped
 
 
 def cmd_layers(args: list[str]) -> int:
-    if len(args) > 1 or (args and args[0] in ("-h", "--help")):
-        if args and args[0] in ("-h", "--help"):
-            print(f"usage: layersearch layers [{'|'.join(ARCHS)}]")
-            return 0
+    if args and args[0] in ("-h", "--help"):
+        print(f"usage: layersearch layers [{'|'.join(ARCHS)}]")
+        return 0
+    if len(args) > 1:
         raise UsageError(f"layers takes one architecture ({', '.join(ARCHS)}), got {' '.join(args)}")
     arch = check_arch(args[0] if args else "vgg16")
     print(f"{arch}: one name per module of torchvision's {arch}.features; stride and receptive field in pixels")
@@ -29,7 +106,82 @@ def cmd_layers(args: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"layers": cmd_layers}
+def run_train(cfg: DictConfig) -> int:
+    from .train import train_from_config
+
+    outcome = train_from_config(to_container(cfg))
+    rows = {"trained": outcome.metrics}
+    if outcome.baseline:
+        rows["bicubic"] = outcome.baseline
+    columns = [k for k in outcome.metrics if not k.startswith("train/")]
+    if any(label.endswith("/random") for label in outcome.labels.values()):
+        print(RANDOM_BANNER)
+    print(f"weights: loss net {outcome.labels['loss_net']}, LPIPS {outcome.labels['lpips']}")
+    print(format_table(rows, columns))
+    print(f"wrote {outcome.out_dir}/metrics.json, preview.png, config.yaml")
+    return 0
+
+
+def run_score(cfg: DictConfig) -> int:
+    from .score import score_folders
+
+    if not cfg.pred_dir or not cfg.target_dir:
+        raise UsageError("score needs pred_dir=... and target_dir=...")
+    result = score_folders(
+        str(cfg.pred_dir), str(cfg.target_dir), int(cfg.scale), cfg.metrics.lpips.net, str(cfg.metrics.lpips.weights),
+        out=f"{cfg.out_dir}/scores.json" if cfg.out_dir else None,
+    )
+    if result["random_weights"]:
+        print(RANDOM_BANNER)
+    print(f"{result['n_images']} images, LPIPS {result['weights']['lpips']}, shave {cfg.scale}px")
+    print(format_table({"mean": result["mean"]}, ["lpips", "psnr_y", "ssim_y"]))
+    if result["unmatched"]:
+        print(f"ignored {len(result['unmatched'])} files without a partner: {', '.join(result['unmatched'][:5])}")
+    print(f"wrote {result['out']}")
+    return 0
+
+
+def run_sweep(cfg: DictConfig) -> int:
+    from .study import format_result, run_sweep
+
+    result = run_sweep(to_container(cfg))
+    print(format_result(result))
+    if result.best_rows:
+        print(f"next: layersearch export study.name={result.study_name}   "
+              f"and   layersearch ui study.name={result.study_name}")
+    return 0
+
+
+def run_export(cfg: DictConfig) -> int:
+    from .export import export_study
+
+    paths = export_study(to_container(cfg))
+    for path in paths:
+        print(f"wrote {path}")
+    if len(paths) == 1 and paths[0].suffix in (".yaml", ".yml", ".json"):
+        print(paths[0].read_text(), end="")
+    return 0
+
+
+def run_ui(cfg: DictConfig) -> int:
+    from .tracking import run_ui as serve
+
+    return serve(str(cfg.tracking.uri), str(cfg.study.name), port=int(cfg.get("port", 5000)))
+
+
+COMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "layers": cmd_layers,
+    "train": with_config("train", run_train),
+    "score": with_config("score", run_score),
+    "sweep": with_config("sweep", run_sweep),
+    "export": with_config("export", run_export),
+    "ui": with_config("ui", run_ui),
+}
+
+
+def _warning_line(message, category, filename, lineno, file=None, line=None):
+    # One line per warning, without the source line: users see what happened, not where in our code.
+    print(f"warning: {message}", file=sys.stderr if file is None else file)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,10 +193,18 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"layersearch: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
+    warnings.showwarning = _warning_line
+    warnings.simplefilter("once", RandomWeightsWarning)
     try:
         return COMMANDS[command](args)
-    except (UsageError, LayerError) as err:
-        print(f"layersearch {command}: {err}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"layersearch {command}: interrupted", file=sys.stderr)
+        return 130
+    except (UsageError, *USER_ERRORS) as err:
+        if os.environ.get("LAYERSEARCH_DEBUG"):
+            raise
+        message = " ".join(str(err).split())
+        print(f"layersearch {command}: {message}", file=sys.stderr)
         return 2
 
 
