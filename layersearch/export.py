@@ -135,9 +135,11 @@ def export_study(cfg: Mapping[str, Any]) -> list[Path]:
                     for t in front}
         table = io.StringIO()
         writer = csv.writer(table)
-        writer.writerow(["trial", "baseline", *objectives, "file"])
+        writer.writerow(["trial", "baseline", *objectives, "random_weights", "file"])
         for t, path in zip(front, rendered, strict=True):
-            writer.writerow([t.number, t.user_attrs.get("baseline") or "", *t.values, path.name])
+            random_weights = is_random(t.user_attrs["layer_config"]["loss_net"]["weights"]) or bool(
+                study.user_attrs.get("random_weights"))
+            writer.writerow([t.number, t.user_attrs.get("baseline") or "", *t.values, random_weights, path.name])
         rendered[out_dir / "pareto.csv"] = table.getvalue()
     else:
         best = sorted(complete, key=lambda t: t.values[index], reverse=not minimise)[0]

@@ -232,3 +232,10 @@ def test_export_bad_input(tmp_path, monkeypatch, capsys):
     block = yaml.safe_load((tmp_path / "studies/empty/best.basicsr.yml").read_text())
     assert block["perceptual_opt"]["layer_weights"] == {"relu2_2": 1.0}
     assert block["perceptual_opt"]["vgg_type"] == "vgg16" and block["perceptual_opt"]["criterion"] == "l2"
+    assert main(["export", "study.name=empty", "export.pareto=true"]) == 0
+    rows = (tmp_path / "studies/empty/pareto/pareto.csv").read_text().splitlines()
+    assert rows[0] == "trial,baseline,lpips,psnr_y,random_weights,file"
+    assert rows[1].endswith(",True,trial_1.yaml")
+    assert PerceptualLoss.from_config(tmp_path / "studies/empty/pareto/trial_1.yaml").config.content_layers == {
+        "relu2_2": 1.0
+    }
