@@ -104,7 +104,7 @@ def _password(url: str) -> str | None:
 def task_metrics(task_cfg: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(all metrics the task reports, its default objectives), read from the class without building it."""
     cls = get_class(str(task_cfg["_target_"]))
-    return tuple(getattr(cls, "metrics", cls.objectives)), tuple(cls.objectives)
+    return tuple(cls.metrics or cls.objectives), tuple(cls.objectives)
 
 
 def resolve_objectives(study_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any]) -> list[tuple[str, str]]:

@@ -66,7 +66,9 @@ class Task:
         device: where validation data, metrics and generators live.
     """
 
-    #: Metric names reported by ``evaluate``; the sweep's default objectives, the first one primary.
+    #: Metric names ``evaluate`` reports; any of them can be a sweep objective.
+    metrics: tuple[str, ...] = ()
+    #: The sweep's default objectives, the first one primary (it drives pruning).
     objectives: tuple[str, ...] = ()
     name = "task"
 
@@ -79,10 +81,6 @@ class Task:
         train = load_split(data, "train")
         self.train_names = [name for name, _ in train]
         self.train_images = [img for _, img in train]
-
-    @property
-    def metric_weights_label(self) -> str:
-        return self.lpips.weights_label
 
     def build_generator(self) -> nn.Module:
         return construct(self.model_cfg).to(self.device)
@@ -129,6 +127,7 @@ class SuperResolution(Task):
     shaved from each border).
     """
 
+    metrics = ("lpips", "psnr_y", "ssim_y")
     objectives = ("lpips", "psnr_y")
     name = "sr_x4"
 
@@ -203,6 +202,7 @@ class StyleTransfer(Task):
     image on the LPIPS backbone's features, independent of the layers being searched).
     """
 
+    metrics = ("content_lpips", "style_distance")
     objectives = ("content_lpips", "style_distance")
     name = "style"
 

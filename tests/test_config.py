@@ -42,3 +42,10 @@ def test_every_option_composes_and_builds(group, option):
         task = build_task(smoke["task"], smoke["data"], smoke["model"], smoke["metrics"], "cpu")
         assert set(task.objectives) <= set(task.evaluate(task.build_generator()))
     assert cfg["seed"] == 0
+
+
+def test_objectives_can_be_any_metric_the_task_reports():
+    cfg = to_container(compose_config(["study.objectives=[ssim_y,lpips]"]))
+    assert resolve_objectives(cfg["study"], cfg["task"]) == [("ssim_y", "maximize"), ("lpips", "minimize")]
+    cfg = to_container(compose_config(["task=style"]))
+    assert [m for m, _ in resolve_objectives(cfg["study"], cfg["task"])] == ["content_lpips", "style_distance"]
