@@ -47,8 +47,9 @@ def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
         file_name = spec.url.rsplit("/", 1)[-1]
         raise WeightsError(
             f"could not fetch ImageNet weights for {arch} ({err.__class__.__name__}: {err}); offline? "
-            f"put torchvision's file {file_name} somewhere and pass its path as the weights, "
-            f"or pass weights=random for a smoke run whose results mean little"
+            f"put torchvision's file {file_name} somewhere and pass its path as the weights "
+            f"(loss_net.weights=PATH for the loss network, metrics.lpips.weights=PATH for LPIPS), "
+            f"or pass weights=random for a smoke run whose results mean little (make demo OFFLINE=1)"
         ) from None
 
 
