@@ -23,9 +23,15 @@ demo: $(STAMP)
 	$(BIN)/layersearch export $(DEMO_ARGS)
 	@echo "browse every trial: $(BIN)/layersearch ui $(DEMO_ARGS)"
 
-test: $(STAMP)
-	$(BIN)/ruff check layersearch tests
+# Style, architecture (import-linter: the rooms import only downwards), the default suite, then the slow
+# end-to-end tests (multi-process, console script); FAST=1 skips the slow ones.
+lint: $(STAMP)
+	$(BIN)/ruff check layersearch tests benchmarks
+	$(BIN)/lint-imports
+
+test: lint
 	$(BIN)/python -m pytest -q
+	$(if $(FAST),@echo "FAST=1: slow tests skipped",$(BIN)/python -m pytest -q -m slow)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

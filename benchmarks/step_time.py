@@ -17,10 +17,10 @@ import warnings
 import torch
 
 from layersearch.config import compose_config, to_container
-from layersearch.loss import LossConfig, PerceptualLoss
-from layersearch.tasks import build_task
-from layersearch.train import resolve_device, train
-from layersearch.weights import RandomWeightsWarning
+from layersearch.lossnet.loss import LossConfig, PerceptualLoss
+from layersearch.lossnet.weights import RandomWeightsWarning
+from layersearch.trial.tasks import build_task
+from layersearch.trial.train import resolve_device, train
 
 CONFIGS = {
     "pixel (reference)": {"content_layers": {}, "pixel_weight": 1.0},

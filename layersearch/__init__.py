@@ -1,17 +1,37 @@
-"""layersearch: find which loss-network layers a perceptual loss should use."""
+"""layersearch: find which loss-network layers a perceptual loss should use.
 
-from .features import FeatureExtractor
-from .layers import ARCHS, LayerError, layer_names, layer_table
-from .loss import ConfigError, LossConfig, PerceptualLoss, gram_matrix
-from .weights import RandomWeightsWarning, WeightsError
+The public names load on first use (PEP 562), so ``layersearch --help`` and ``layersearch layers`` answer
+without importing torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+from .errors import LayersearchError, RandomWeightsWarning
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "FeatureExtractor": "lossnet.features",
+    "ARCHS": "lossnet.layers",
+    "LayerError": "lossnet.layers",
+    "layer_names": "lossnet.layers",
+    "layer_table": "lossnet.layers",
+    "ConfigError": "lossnet.loss",
+    "LossConfig": "lossnet.loss",
+    "PerceptualLoss": "lossnet.loss",
+    "gram_matrix": "lossnet.loss",
+    "WeightsError": "lossnet.weights",
+}
 
 __all__ = [
     "ARCHS",
     "ConfigError",
     "FeatureExtractor",
     "LayerError",
+    "LayersearchError",
     "LossConfig",
     "PerceptualLoss",
     "RandomWeightsWarning",
@@ -20,3 +40,21 @@ __all__ = [
     "layer_names",
     "layer_table",
 ]
+
+if TYPE_CHECKING:
+    from .lossnet.features import FeatureExtractor
+    from .lossnet.layers import ARCHS, LayerError, layer_names, layer_table
+    from .lossnet.loss import ConfigError, LossConfig, PerceptualLoss, gram_matrix
+    from .lossnet.weights import WeightsError
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'layersearch' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import os
 import sys
+import traceback
 import warnings
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-from omegaconf import DictConfig, OmegaConf
+from .config import compose_config, config_groups, to_container
+from .errors import LayersearchError, RandomWeightsWarning
+from .lossnet.layers import ARCHS, check_arch, format_layer_table
+from .outputs import RANDOM_BANNER, format_table, timestamped_dir
 
-from .config import ConfigCompositionError, compose_config, config_groups, to_container
-from .data import DataError
-from .layers import ARCHS, LayerError, check_arch, format_layer_table
-from .loss import ConfigError
-from .report import RANDOM_BANNER, format_table
-from .search_space import SpaceError
-from .train import DeviceError, NonFiniteLossError
-from .weights import RandomWeightsWarning, WeightsError
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 USAGE = """usage: layersearch COMMAND [ARGS]
 
@@ -34,14 +34,8 @@ Commands that take overrides compose conf/config.yaml with Hydra: key=value, gro
   --help             list the config groups and their options
 """
 
-#: Errors that are the user's input, printed as one line with exit status 2.
-USER_ERRORS = (
-    ConfigCompositionError, ConfigError, LayerError, WeightsError, DataError, DeviceError, SpaceError,
-    NonFiniteLossError, FileExistsError, ValueError, OSError,
-)
 
-
-class UsageError(Exception):
+class UsageError(LayersearchError):
     """Bad command-line arguments."""
 
 
@@ -87,6 +81,8 @@ def with_config(command: str, run: Callable[[DictConfig], int]) -> Callable[[lis
             return 0
         cfg = compose_config(overrides, dirs)
         if show_cfg:
+            from omegaconf import OmegaConf
+
             print(OmegaConf.to_yaml(cfg))
             return 0
         return run(cfg)
@@ -107,14 +103,14 @@ def cmd_layers(args: list[str]) -> int:
 
 
 def run_train(cfg: DictConfig) -> int:
-    from .train import train_from_config
+    from .trial.train import train_from_config
 
     outcome = train_from_config(to_container(cfg))
     rows = {"trained": outcome.metrics}
     if outcome.baseline:
         rows["bicubic"] = outcome.baseline
     columns = [k for k in outcome.metrics if not k.startswith("train/")]
-    if any(label.endswith("/random") for label in outcome.labels.values()):
+    if outcome.random_weights:
         print(RANDOM_BANNER)
     print(f"weights: loss net {outcome.labels['loss_net']}, LPIPS {outcome.labels['lpips']}")
     print(format_table(rows, columns))
@@ -123,13 +119,13 @@ def run_train(cfg: DictConfig) -> int:
 
 
 def run_score(cfg: DictConfig) -> int:
-    from .score import score_folders
+    from .trial.score import score_folders
 
     if not cfg.pred_dir or not cfg.target_dir:
         raise UsageError("score needs pred_dir=... and target_dir=...")
     result = score_folders(
         str(cfg.pred_dir), str(cfg.target_dir), int(cfg.scale), cfg.metrics.lpips.net, str(cfg.metrics.lpips.weights),
-        out=f"{cfg.out_dir}/scores.json" if cfg.out_dir else None,
+        out=Path(cfg.out_dir or timestamped_dir(cfg.paths.outputs_dir, "score")) / "scores.json",
     )
     if result["random_weights"]:
         print(RANDOM_BANNER)
@@ -142,7 +138,7 @@ def run_score(cfg: DictConfig) -> int:
 
 
 def run_sweep(cfg: DictConfig) -> int:
-    from .study import format_result, run_sweep
+    from .search.study import run_sweep
 
     result = run_sweep(to_container(cfg))
     print(format_result(result))
@@ -152,8 +148,26 @@ def run_sweep(cfg: DictConfig) -> int:
     return 0
 
 
+def format_result(result) -> str:
+    c = result.counts
+    lines = []
+    if result.random_weights:
+        lines.append(RANDOM_BANNER)
+    lines.append(f"study {result.study_name}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed "
+                 f"({result.storage})")
+    if result.best_rows:
+        title = "Pareto front" if len(result.objectives) > 1 else "best"
+        lines.append(f"{title} (and the literature baselines):")
+        lines.append(format_table(result.best_rows, [m for m, _ in result.objectives]))
+    if result.ran_trials and result.seconds_total > 0:
+        outside = 1 - result.seconds_in_training / result.seconds_total
+        lines.append(f"ran {result.ran_trials} trials in {result.seconds_total:.0f} s; "
+                     f"{100 * outside:.1f}% of it outside the trials' training runs (setup, Optuna, MLflow)")
+    return "\n".join(lines)
+
+
 def run_export(cfg: DictConfig) -> int:
-    from .export import export_study
+    from .search.export import export_study
 
     paths = export_study(to_container(cfg))
     for path in paths:
@@ -164,7 +178,7 @@ def run_export(cfg: DictConfig) -> int:
 
 
 def run_ui(cfg: DictConfig) -> int:
-    from .tracking import run_ui as serve
+    from .search.tracking import run_ui as serve
 
     return serve(str(cfg.tracking.uri), str(cfg.study.name), port=int(cfg.get("port", 5000)))
 
@@ -200,12 +214,18 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"layersearch {command}: interrupted", file=sys.stderr)
         return 130
-    except (UsageError, *USER_ERRORS) as err:
+    except LayersearchError as err:
+        # The user's input was wrong: one line, exit 2 (LAYERSEARCH_DEBUG=1 shows where it was noticed).
         if os.environ.get("LAYERSEARCH_DEBUG"):
             raise
         message = " ".join(str(err).split())
         print(f"layersearch {command}: {message}", file=sys.stderr)
         return 2
+    except Exception:
+        # Anything else is a bug in layersearch: show all of it.
+        traceback.print_exc()
+        print(f"layersearch {command}: internal error (a bug; the traceback above says where)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
-from hydra import compose, initialize_config_dir
-from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+
+from .errors import ConfigValueError, LayersearchError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
 
 PRIMARY = "config"
 
 
-class ConfigCompositionError(ValueError):
+class ConfigCompositionError(LayersearchError, ValueError):
     """An override or config group option Hydra cannot compose; the message is one line."""
 
 
@@ -50,21 +53,91 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), extra_dirs: list
     Raises:
         ConfigCompositionError: an unknown group option, key or malformed override, in one line.
     """
+    # Hydra and OmegaConf load here, not at import, so `layersearch --help` stays fast.
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
     overrides = list(overrides)
     if extra_dirs:
         paths = ",".join(f"file://{Path(d).resolve()}" for d in extra_dirs)
         overrides.append(f"hydra.searchpath=[{paths}]")
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-            cfg = compose(config_name=PRIMARY, overrides=overrides)
+            cfg = compose(config_name=PRIMARY, overrides=overrides, return_hydra_config=True)
+        choices = dict(cfg.hydra.runtime.choices)
+        OmegaConf.set_readonly(cfg, False)
+        OmegaConf.set_struct(cfg, False)
+        del cfg["hydra"]
+        check_numbers(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False), choices, extra_dirs)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigCompositionError(_one_line(err)) from None
-    OmegaConf.set_readonly(cfg, False)
+    OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+#: Numeric keys that may also be null (each documented in its YAML file).
+NULLABLE = frozenset({"task.val_crop", "task.style_size", "trainer.eval_every"})
+_ABSENT = object()
+
+
+def _numbers(data, prefix: str):
+    """(dotted key, value) for every int or float leaf of a YAML mapping, lists and ``defaults`` skipped."""
+    for key, value in (data or {}).items():
+        if key == "defaults" and not prefix:
+            continue
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _numbers(value, f"{dotted}.")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            yield dotted, value
+
+
+def _lookup(data, dotted: str):
+    for part in dotted.split("."):
+        if not isinstance(data, dict) or part not in data:
+            return _ABSENT
+        data = data[part]
+    return data
+
+
+def check_numbers(cfg: dict, choices: dict, extra_dirs=()) -> None:
+    """Every value that a chosen YAML file sets to a number must still be one after the overrides.
+
+    Hydra keeps ``trainer.lr=abc`` as the string 'abc'; without this check it would surface later as
+    "could not convert string to float", naming no key. Types come from the files themselves (the
+    primary config and each chosen group option), so a new numeric key needs no entry anywhere.
+
+    Raises:
+        ConfigValueError: naming the key, what it should be and what it got.
+    """
+    roots = [Path(d) for d in extra_dirs] + [config_dir()]
+    files = [("", PRIMARY)] + [(g, o) for g, o in choices.items() if o and not g.startswith("hydra")]
+    for group, option in files:
+        path = next((r / group / f"{option}.yaml" for r in roots if (r / group / f"{option}.yaml").is_file()), None)
+        if path is None:
+            continue
+        text = path.read_text()
+        is_global = not group or "# @package _global_" in text.split("\n", 3)[0]
+        prefix = "" if is_global else group.replace("/", ".") + "."
+        for key, default in _numbers(yaml.safe_load(text), prefix):
+            value = _lookup(cfg, key)
+            if value is _ABSENT or isinstance(value, (dict, list)):
+                continue  # replaced by a structure (a search-space range, a layer dict): validated elsewhere
+            if value is None and key in NULLABLE:
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                kind = "a whole number" if isinstance(default, int) else "a number"
+                raise ConfigValueError(f"{key} must be {kind}, got {value!r}")
+            if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
+                raise ConfigValueError(f"{key} must be a whole number, got {value!r}")
 
 
 def to_container(cfg: DictConfig) -> dict:
     """Resolved plain-dict copy of a config (for files, MLflow and instantiation)."""
+    from omegaconf import OmegaConf
+
     return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
 
 

@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from layersearch.weights import RandomWeightsWarning
+from layersearch.lossnet.weights import RandomWeightsWarning
 
 
 @pytest.fixture(autouse=True)

@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from layersearch.tracking import UI_ENV, StudyTracker, stop_server, ui_command, ui_url
+from layersearch.search.tracking import UI_ENV, StudyTracker, stop_server, ui_command, ui_url
 
 STUDY = "e2e-study"
 

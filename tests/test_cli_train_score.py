@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,11 +13,12 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import console_script, user_lines
 from PIL import Image
 
 from layersearch.cli import main
 from layersearch.config import config_groups
-from layersearch.metrics import PSNR_CAP_DB
+from layersearch.trial.metrics import PSNR_CAP_DB
 
 
 def write_png(path: Path, h: int, w: int, seed: int = 0, suffix: str | None = None) -> np.ndarray:
@@ -29,18 +28,6 @@ def write_png(path: Path, h: int, w: int, seed: int = 0, suffix: str | None = No
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path)
     return pixels
-
-
-def console_script() -> str:
-    beside = Path(sys.executable).parent / "layersearch"
-    found = str(beside) if beside.exists() else shutil.which("layersearch")
-    if not found:
-        pytest.fail("the layersearch console script is not installed (pip install -e .)")
-    return found
-
-
-def user_lines(stderr: str) -> list[str]:
-    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("warning:")]
 
 
 # --- the installed console script, from another directory -----------------------------------------------
@@ -97,6 +84,7 @@ def console_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.Completed
     return results
 
 
+@pytest.mark.slow
 def test_console_train_writes_a_labelled_output_folder(console_runs):
     cwd, proc = console_runs["train"]
     assert proc.returncode == 0, proc.stderr
@@ -114,6 +102,7 @@ def test_console_train_writes_a_labelled_output_folder(console_runs):
     assert [p.name for p in cwd.iterdir()] == ["run"]  # nothing else written into the working directory
 
 
+@pytest.mark.slow
 def test_console_score_matches_names_without_extension(console_runs):
     cwd, proc = console_runs["score"]
     assert proc.returncode == 0, proc.stderr
@@ -228,6 +217,9 @@ TRAIN_CASES: dict[str, tuple[Callable[[Path], None] | None, list[str], list[str]
     "cuda on this machine": (None, ["trainer.device=cuda"], ["cuda"]),
     "out_dir not empty": (_out_dir_taken, [], ["run", "not empty"]),
     "loss blows up": (None, ["trainer.lr=1e10"], ["step", "trainer.lr"]),
+    "learning rate not a number": (None, ["trainer.lr=abc"], ["trainer.lr", "number", "abc"]),
+    "steps not whole": (None, ["trainer.steps=2.5"], ["trainer.steps", "whole number"]),
+    "unknown LPIPS net": (None, ["metrics.lpips.net=resnet"], ["metrics.lpips.net", "resnet", "alex"]),
 }
 
 
@@ -289,7 +281,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path, monkeypatch, capsys):
     assert cfg["trainer"]["steps"] == 7 and cfg["trainer"]["batch_size"] == 2  # override and preset applied
     assert cfg["loss_net"] == {"arch": "vgg19", "weights": "random"}  # loss=esrgan switches the net
     assert cfg["loss"]["content_layers"] == {"conv5_4": 1.0}
-    assert cfg["task"]["_target_"] == "layersearch.tasks.SuperResolution"
+    assert cfg["task"]["_target_"] == "layersearch.trial.tasks.SuperResolution"
     assert list(tmp_path.iterdir()) == []  # printing the config runs nothing
 
 

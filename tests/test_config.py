@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from layersearch.config import compose_config, config_dir, config_groups, to_container
-from layersearch.loss import LossConfig
-from layersearch.search_space import SearchSpace
-from layersearch.study import make_pruner, make_sampler, resolve_objectives
-from layersearch.tasks import build_task, construct
+from layersearch.lossnet.loss import LossConfig
+from layersearch.search.space import SearchSpace
+from layersearch.search.study import make_pruner, make_sampler, resolve_objectives
+from layersearch.trial.tasks import build_task, construct
 
 OPTIONS = [(group, option) for group, options in config_groups().items() for option in options]
 
@@ -36,7 +37,10 @@ def test_every_option_composes_and_builds(group, option):
         make_pruner(cfg["study"]["pruner"], len(objectives), 4, 0, cfg["trainer"])
     if group == "model":
         extra = {"scale": cfg["task"]["scale"]} if "scale" in cfg["task"] else {}
-        assert construct(cfg["model"], **extra) is not None
+        generator = construct(cfg["model"], **extra)
+        scale = extra.get("scale", 1)
+        out = generator(torch.rand(1, 3, 16, 16))
+        assert out.shape == (1, 3, 16 * scale, 16 * scale)
     if group == "task":
         smoke = to_container(compose_config([*overrides, "preset=smoke"]))
         task = build_task(smoke["task"], smoke["data"], smoke["model"], smoke["metrics"], "cpu")

@@ -1,0 +1,111 @@
+"""FeatureExtractor: named outputs of a frozen, truncated VGG in one forward pass."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .layers import LayerError, layer_table, validate_layers
+from .weights import check_fits, features_state_dict, is_random, weights_label
+
+# ImageNet statistics the torchvision VGGs were trained with; applied here and nowhere else.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def vgg_features(arch: str, upto: int | None = None) -> nn.Sequential:
+    """The modules of ``torchvision.models.<arch>().features`` up to index ``upto``, with torchvision's init.
+
+    Built here rather than through torchvision so that a truncated network initialises only the layers
+    it keeps (the full VGG with its classifier takes seconds to initialise on a CPU). Module indices, and
+    so state-dict keys, match torchvision's.
+    """
+    modules: list[nn.Module] = []
+    in_ch = 3
+    for info in layer_table(arch)[: None if upto is None else upto + 1]:
+        if info.kind == "conv":
+            conv = nn.Conv2d(in_ch, info.channels, kernel_size=3, padding=1)
+            if conv.weight.device.type != "meta":
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(conv.bias)
+            modules.append(conv)
+            in_ch = info.channels
+        elif info.kind == "relu":
+            modules.append(nn.ReLU(inplace=True))
+        else:
+            modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
+    return nn.Sequential(*modules)
+
+
+class FeatureExtractor(nn.Module):
+    """Frozen VGG features addressed by canonical layer names.
+
+    Args:
+        arch: ``vgg16`` or ``vgg19``.
+        layers: names from ``layersearch.layer_names(arch)``.
+        weights: ``imagenet``, ``random`` or a path to a torchvision state dict.
+        seed: initialisation seed when ``weights='random'``.
+
+    Calling it on an ``N x 3 x H x W`` RGB batch in [0, 1] returns ``{name: N x C x h x w}`` for exactly
+    the requested names. The network is cut after the deepest requested layer, so it holds no parameter
+    beyond it. Gradients flow to the input only.
+    """
+
+    def __init__(self, arch: str = "vgg16", layers=("relu2_2",), weights: str = "imagenet", seed: int = 0):
+        super().__init__()
+        layers = validate_layers(arch, layers)
+        if not layers:
+            raise LayerError("FeatureExtractor needs at least one layer")
+        table = {info.name: info for info in layer_table(arch)}
+        self.arch = arch
+        self.weights = str(weights)
+        self.random_weights = is_random(weights)
+        self.layers = list(dict.fromkeys(layers))
+        self._index_to_name = {table[name].index: name for name in self.layers}
+        deepest = max(self._index_to_name)
+
+        state = features_state_dict(arch, weights)
+        if state is not None:
+            # Check the file against the whole network, so a file of another architecture fails even
+            # when the first layers happen to share shapes.
+            with torch.device("meta"):
+                check_fits(vgg_features(arch), state, arch, weights)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            body = vgg_features(arch, upto=deepest)
+        if state is not None:
+            body.load_state_dict({k: v for k, v in state.items() if k in body.state_dict()})
+        for name in self.layers:
+            # torchvision's ReLUs are in-place: they would overwrite a captured conv output, so the
+            # ReLU right after a requested conv must make a new tensor.
+            index = table[name].index
+            if table[name].kind == "conv" and index + 1 < len(body):
+                body[index + 1] = nn.ReLU(inplace=False)
+        self.body = body
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.requires_grad_(False)
+        self.eval()
+
+    @property
+    def weights_label(self) -> str:
+        return weights_label(self.weights)
+
+    def train(self, mode: bool = True) -> FeatureExtractor:
+        # Frozen network: BatchNorm-free, but keep eval semantics even inside a model's .train().
+        return super().train(False)
+
+    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        if images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"expected an N x 3 x H x W RGB batch in [0, 1], got shape {tuple(images.shape)}")
+        x = (images - self.mean) / self.std
+        out: dict[str, torch.Tensor] = {}
+        for index, module in enumerate(self.body):
+            x = module(x)
+            name = self._index_to_name.get(index)
+            if name is not None:
+                out[name] = x
+        return out
+
+    def extra_repr(self) -> str:
+        return f"arch={self.arch}, layers={self.layers}, weights={self.weights_label}"

@@ -1,0 +1,245 @@
+"""PerceptualLoss and the layer config it is built from (the schema `layersearch export` writes)."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from ..errors import LayersearchError
+from .features import FeatureExtractor
+from .layers import LayerError, check_arch, validate_layers
+
+CRITERIA = ("mse", "l1")
+_WEIGHT_KEYS = ("content_weight", "style_weight", "pixel_weight", "tv_weight")
+_KEYS = ("loss_net", "content_layers", "style_layers", *_WEIGHT_KEYS, "criterion", "provenance")
+
+
+class ConfigError(LayersearchError, ValueError):
+    """A layer config that cannot be used; the message says which key and what is allowed."""
+
+
+def _weight(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
+    if value < 0:
+        raise ConfigError(f"{where} must be >= 0, got {value}")
+    return float(value)
+
+
+def _layer_weights(value: Any, key: str, arch: str) -> dict[str, float]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{key} must map layer names to weights, e.g. {{relu2_2: 1.0}}; got {value!r}")
+    try:
+        validate_layers(arch, [str(k) for k in value])
+    except LayerError as err:
+        raise ConfigError(f"{key}: {err}") from None
+    return {str(name): _weight(w, f"{key}.{name}") for name, w in value.items()}
+
+
+@dataclass
+class LossConfig:
+    """A perceptual loss: which layers of which network, with what weights. See DESIGN.md's schema."""
+
+    arch: str = "vgg16"
+    weights: str = "imagenet"
+    content_layers: dict[str, float] = field(default_factory=lambda: {"relu2_2": 1.0})
+    style_layers: dict[str, float] = field(default_factory=dict)
+    content_weight: float = 1.0
+    style_weight: float = 0.0
+    pixel_weight: float = 0.0
+    tv_weight: float = 0.0
+    criterion: str = "mse"
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_mapping(cls, cfg: Mapping[str, Any]) -> LossConfig:
+        """Validate a plain mapping (parsed YAML/JSON, OmegaConf converted to a dict)."""
+        if not isinstance(cfg, Mapping):
+            raise ConfigError(f"a layer config must be a mapping, got {type(cfg).__name__}")
+        unknown = sorted(set(map(str, cfg)) - set(_KEYS))
+        if unknown:
+            raise ConfigError(f"unknown key(s) {', '.join(unknown)} in layer config; valid keys: {', '.join(_KEYS)}")
+        net = cfg.get("loss_net") or {}
+        if not isinstance(net, Mapping):
+            raise ConfigError(f"loss_net must be a mapping {{arch: vgg16, weights: imagenet}}, got {net!r}")
+        bad_net = sorted(set(net) - {"arch", "weights"})
+        if bad_net:
+            raise ConfigError(f"unknown key(s) {', '.join(bad_net)} in loss_net; valid keys: arch, weights")
+        arch = str(net.get("arch", "vgg16"))
+        try:
+            check_arch(arch)
+        except LayerError as err:
+            raise ConfigError(f"loss_net.arch: {err}") from None
+        criterion = str(cfg.get("criterion", "mse"))
+        if criterion not in CRITERIA:
+            raise ConfigError(f"unknown criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
+        config = cls(
+            arch=arch,
+            weights=str(net.get("weights", "imagenet")),
+            content_layers=_layer_weights(cfg.get("content_layers"), "content_layers", arch),
+            style_layers=_layer_weights(cfg.get("style_layers"), "style_layers", arch),
+            criterion=criterion,
+            provenance=dict(cfg.get("provenance") or {}),
+            **{key: _weight(cfg.get(key, getattr(cls, key)), key) for key in _WEIGHT_KEYS},
+        )
+        config.check_has_terms()
+        return config
+
+    @classmethod
+    def load(cls, source: str | Path | Mapping[str, Any]) -> LossConfig:
+        """From a mapping or a ``.yaml``/``.yml``/``.json`` file."""
+        if isinstance(source, Mapping):
+            return cls.from_mapping(source)
+        path = Path(source)
+        if not path.is_file():
+            raise ConfigError(f"layer config file {path} does not exist")
+        try:
+            text = path.read_text()
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (OSError, ValueError, yaml.YAMLError) as err:
+            raise ConfigError(f"layer config file {path} could not be parsed: {err}") from None
+        try:
+            return cls.from_mapping(data)
+        except ConfigError as err:
+            raise ConfigError(f"{path}: {err}") from None
+
+    def check_has_terms(self) -> None:
+        content = self.content_weight > 0 and any(w > 0 for w in self.content_layers.values())
+        style = self.style_weight > 0 and any(w > 0 for w in self.style_layers.values())
+        if not (content or style or self.pixel_weight > 0):
+            raise ConfigError(
+                "nothing to optimise: no content or style layer with a positive weight and pixel_weight is 0"
+            )
+
+    @property
+    def layers(self) -> list[str]:
+        """Every layer the loss network must produce, content and style together."""
+        return list(dict.fromkeys([*self.content_layers, *self.style_layers]))
+
+    def to_dict(self) -> dict[str, Any]:
+        """The export schema, plain types only (safe for YAML, JSON and MLflow)."""
+        out: dict[str, Any] = {
+            "loss_net": {"arch": self.arch, "weights": self.weights},
+            "content_layers": dict(self.content_layers),
+            "style_layers": dict(self.style_layers),
+            "content_weight": self.content_weight,
+            "style_weight": self.style_weight,
+            "pixel_weight": self.pixel_weight,
+            "tv_weight": self.tv_weight,
+            "criterion": self.criterion,
+        }
+        if self.provenance:
+            out["provenance"] = dict(self.provenance)
+        return out
+
+
+def gram_matrix(features: torch.Tensor) -> torch.Tensor:
+    """Gram matrix ``F F^T / (C*H*W)`` of ``N x C x H x W`` features (Johnson et al. 2016), in float32."""
+    n, c, h, w = features.shape
+    flat = features.float().reshape(n, c, h * w)
+    return flat @ flat.transpose(1, 2) / (c * h * w)
+
+
+def total_variation(images: torch.Tensor) -> torch.Tensor:
+    """Anisotropic TV: mean absolute difference between horizontal and vertical neighbours."""
+    dh = (images[..., 1:, :] - images[..., :-1, :]).abs().mean()
+    dw = (images[..., :, 1:] - images[..., :, :-1]).abs().mean()
+    return dh + dw
+
+
+class PerceptualLoss(nn.Module):
+    """Pixel, feature-reconstruction, Gram (style) and TV terms over named loss-network layers.
+
+    ``total = pixel_weight*pixel + content_weight*sum_j w_j*content_j + style_weight*sum_j w_j*style_j
+    + tv_weight*tv``, with content_j the mean squared (or absolute) feature difference, i.e. averaged over
+    C*H*W, and style_j the squared Frobenius distance of Gram matrices. Content and style layers share one
+    pass of the loss network per image batch; the target side runs under ``no_grad``.
+
+    Call it on ``output`` and ``target`` (``N x 3 x H x W`` in [0, 1]); ``style_target`` (or a fixed one set
+    with ``set_style_target``) replaces ``target`` for the Gram terms. ``last_terms`` holds the named terms
+    of the last call, detached, for logging.
+    """
+
+    def __init__(self, config: LossConfig, seed: int = 0):
+        super().__init__()
+        self.config = config
+        self.extractor = (
+            FeatureExtractor(config.arch, config.layers, config.weights, seed=seed) if config.layers else None
+        )
+        self._fixed_grams: dict[str, torch.Tensor] | None = None
+        self.last_terms: dict[str, torch.Tensor] = {}
+
+    @classmethod
+    def from_config(cls, cfg: str | Path | Mapping[str, Any] | LossConfig, seed: int = 0) -> PerceptualLoss:
+        """Build from a LossConfig, a mapping, or a path to a YAML/JSON layer config."""
+        config = cfg if isinstance(cfg, LossConfig) else LossConfig.load(cfg)
+        return cls(config, seed=seed)
+
+    @property
+    def random_weights(self) -> bool:
+        return self.extractor is not None and self.extractor.random_weights
+
+    def _features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.extractor(images) if self.extractor is not None else {}
+
+    @torch.no_grad()
+    def set_style_target(self, style_image: torch.Tensor | None) -> None:
+        """Fix the Gram targets once (style transfer): ``1 x 3 x H x W`` in [0, 1], or None to unset."""
+        if style_image is None or not self.config.style_layers:
+            self._fixed_grams = None
+            return
+        feats = self._features(style_image)
+        self._fixed_grams = {name: gram_matrix(feats[name]) for name in self.config.style_layers}
+
+    def _criterion(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a, b = a.float(), b.float()
+        return F.mse_loss(a, b) if self.config.criterion == "mse" else F.l1_loss(a, b)
+
+    def terms(
+        self, output: torch.Tensor, target: torch.Tensor, style_target: torch.Tensor | None = None
+    ) -> dict[str, torch.Tensor]:
+        """Every named term (``pixel``, ``content/<layer>``, ``style/<layer>``, ``tv``) and ``total``."""
+        cfg = self.config
+        out_feats = self._features(output)
+        with torch.no_grad():
+            tgt_feats = self._features(target)
+            if cfg.style_layers and self._fixed_grams is None and style_target is not None:
+                style_feats = self._features(style_target)
+            else:
+                style_feats = tgt_feats
+        terms: dict[str, torch.Tensor] = {}
+        total = output.new_zeros((), dtype=torch.float32)
+        if cfg.pixel_weight > 0:
+            terms["pixel"] = self._criterion(output, target)
+            total = total + cfg.pixel_weight * terms["pixel"]
+        for name, w in cfg.content_layers.items():
+            terms[f"content/{name}"] = self._criterion(out_feats[name], tgt_feats[name])
+            total = total + cfg.content_weight * w * terms[f"content/{name}"]
+        for name, w in cfg.style_layers.items():
+            target_gram = self._fixed_grams[name] if self._fixed_grams else gram_matrix(style_feats[name])
+            diff = gram_matrix(out_feats[name]) - target_gram
+            terms[f"style/{name}"] = diff.pow(2).sum(dim=(1, 2)).mean()
+            total = total + cfg.style_weight * w * terms[f"style/{name}"]
+        if cfg.tv_weight > 0:
+            terms["tv"] = total_variation(output.float())
+            total = total + cfg.tv_weight * terms["tv"]
+        terms["total"] = total
+        return terms
+
+    def forward(
+        self, output: torch.Tensor, target: torch.Tensor, style_target: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        terms = self.terms(output, target, style_target)
+        self.last_terms = {k: v.detach() for k, v in terms.items()}
+        return terms["total"]

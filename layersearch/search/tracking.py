@@ -1,0 +1,385 @@
+"""MLflow records of a study: one experiment per study, one run per trial, one summary run.
+
+mlflow is imported inside the functions that need it: importing it takes seconds, and `ui_url`
+and `ui_command` are used by code paths (and tests) that never touch a tracking store.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import LayersearchError
+from .storage import redact, sqlite_path
+
+__all__ = [
+    "UI_ENV",
+    "StudyTracker",
+    "artifact_location_for",
+    "find_experiment",
+    "run_ui",
+    "ui_command",
+    "ui_url",
+]
+
+
+class TrackingError(LayersearchError, ValueError):
+    """A tracking store or dashboard setting that cannot be used (a taken port); one line."""
+
+
+# Marks the experiment as classic model training. Seen in headless Chromium with MLflow 3.17: the tag alone
+# does NOT stop `#/experiments/<id>` opening the GenAI overview ("No data"); `ui_url`'s workflowType does.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+STORAGE_TAG = "layersearch.optuna_storage"
+TRIAL_TAG = "layersearch.trial"
+STATE_TAG = "layersearch.state"
+REASON_TAG = "layersearch.reason"
+SUMMARY_TAG = "layersearch.summary"
+NONFINITE_TAG = "layersearch.nonfinite"
+RANDOM_WEIGHTS_TAG = "layersearch.random_weights"
+NOTE_TAG = "mlflow.note.content"  # shown as the description on MLflow's experiment and run pages
+RANDOM_NOTE = "Loss network with RANDOM weights: a pipeline check, not a real result."
+
+# Environment for the UI server. MLflow 3.17's server otherwise starts a job runner with seven huey
+# consumer processes (GenAI judges, prompt optimisation, trace jobs) that a runs dashboard never uses; on a
+# 2-core machine they roughly double the time until the page answers (~12-17 s -> ~32 s, measured here).
+UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+MAX_PARAM_CHARS = 6000  # MLflow rejects longer param values
+_BATCH = 100  # MLflow's per-call limit for params and for tags in log_batch
+
+def artifact_location_for(uri: str, study_name: str) -> str | None:
+    """Where a study's run artifacts go: `<db folder>/mlartifacts/<study>` for a sqlite store.
+
+    With a sqlite store MLflow would otherwise put artifacts under `./mlruns` of whatever directory the
+    sweep ran in, and a UI started elsewhere could not show them. An absolute file: URI next to the
+    database works from any cwd. Other stores (file, http, databases) keep MLflow's own default.
+    """
+    db = sqlite_path(uri)
+    if db is None:
+        return None
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", study_name) or "study"
+    return (db.resolve().parent / "mlartifacts" / safe).as_uri()
+
+
+def find_experiment(uri: str, study_name: str) -> str | None:
+    """The id of the live experiment named `study_name` in the store at `uri`, or None."""
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        return None  # opening a client would create an empty database as a side effect
+    import mlflow
+
+    exp = mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name(study_name)
+    if exp is None or exp.lifecycle_stage != "active":
+        return None
+    return exp.experiment_id
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class StudyTracker:
+    """Records one Optuna study in MLflow: an experiment, a run per trial, a summary run.
+
+    Args:
+        uri: MLflow tracking URI, e.g. `sqlite:///studies/mlflow.db`.
+        study_name: the Optuna study name; also the experiment name.
+        storage_url: the Optuna storage URL; stored redacted as the tag `layersearch.optuna_storage`.
+        tags: experiment tags, copied onto every run, e.g. `{"layersearch.random_weights": "true"}`.
+    """
+
+    def __init__(self, uri: str, study_name: str, storage_url: str, tags: dict[str, str] | None = None):
+        import mlflow
+
+        db = sqlite_path(uri)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
+        self.uri = uri
+        self.study_name = study_name
+        self.client = mlflow.MlflowClient(tracking_uri=uri)
+        # Copied onto each run so a random-weights run is labelled even when seen outside its experiment.
+        self.run_tags = {str(k): str(v) for k, v in (tags or {}).items()}
+        self.run_tags[STORAGE_TAG] = redact(storage_url)
+        exp_tags = {**self.run_tags, EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        if self.random_weights:
+            exp_tags[NOTE_TAG] = RANDOM_NOTE
+
+        exp = self.client.get_experiment_by_name(study_name)
+        if exp is None:
+            self.experiment_id = self.client.create_experiment(
+                study_name, artifact_location=artifact_location_for(uri, study_name), tags=exp_tags
+            )
+        else:
+            self.experiment_id = exp.experiment_id
+            if exp.lifecycle_stage != "active":
+                # A name stays taken after deletion in MLflow; resuming the study should bring it back.
+                self.client.restore_experiment(self.experiment_id)
+            for k, v in exp_tags.items():
+                self.client.set_experiment_tag(self.experiment_id, k, v)
+        self.run_id: str | None = None
+        self._last_step = 0
+        self._nonfinite: list[str] = []
+
+    @property
+    def random_weights(self) -> bool:
+        return self.run_tags.get(RANDOM_WEIGHTS_TAG, "").lower() == "true"
+
+    def _new_run(self, name: str, tags: dict[str, str]) -> str:
+        all_tags = {**self.run_tags, **tags}
+        if self.random_weights:
+            all_tags.setdefault(NOTE_TAG, RANDOM_NOTE)
+        return self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
+
+    def _log_batch(self, run_id: str, metrics=(), params=(), tags=()) -> None:
+        # One call in the usual case; chunked only past MLflow's per-call limits.
+        metrics, params, tags = list(metrics), list(params), list(tags)
+        while metrics or params or tags:
+            self.client.log_batch(run_id, metrics=metrics[:1000], params=params[:_BATCH], tags=tags[:_BATCH])
+            metrics, params, tags = metrics[1000:], params[_BATCH:], tags[_BATCH:]
+
+    def start_trial(
+        self, number: int, params: dict[str, Any], layer_config: dict, tags: dict[str, str] | None = None
+    ) -> str:
+        """Open the run `trial-<number>` with its params and `layer_config.yaml`; returns the run id."""
+        from mlflow.entities import Param
+
+        run_tags = {TRIAL_TAG: str(number), **{str(k): str(v) for k, v in (tags or {}).items()}}
+        self.run_id = self._new_run(f"trial-{number}", run_tags)
+        self._last_step = 0
+        self._nonfinite = []
+        self._log_batch(
+            self.run_id, params=[Param(str(k), str(v)[:MAX_PARAM_CHARS]) for k, v in params.items()]
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "layer_config.yaml"
+            path.write_text(yaml.safe_dump(layer_config, sort_keys=False))
+            self.client.log_artifact(self.run_id, str(path))
+        return self.run_id
+
+    def _current(self) -> str:
+        if self.run_id is None:
+            raise RuntimeError("no trial run is open: call start_trial first")
+        return self.run_id
+
+    def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
+        """Log `metrics` at `step` to the current trial in one call; non-finite values become a tag."""
+        from mlflow.entities import Metric, RunTag
+
+        run_id = self._current()
+        self._last_step = max(self._last_step, int(step))
+        ts = _now_ms()
+        good, bad = [], []
+        for key, value in metrics.items():
+            value = float(value)
+            if math.isfinite(value):
+                good.append(Metric(key, value, ts, int(step)))
+            else:
+                bad.append(f"{key}={value}@{step}")
+        tags = []
+        if bad:
+            # MLflow would store NaN/inf, but its charts drop them silently; a tag keeps the fact visible.
+            self._nonfinite += bad
+            tags.append(RunTag(NONFINITE_TAG, ", ".join(self._nonfinite)[-MAX_PARAM_CHARS:]))
+        self._log_batch(run_id, metrics=good, tags=tags)
+
+    def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Attach a file (e.g. `preview.png`) to the current trial run."""
+        self.client.log_artifact(self._current(), str(path), artifact_path)
+
+    def end_trial(
+        self, state: str, values: dict[str, float] | None = None, reason: str | None = None
+    ) -> None:
+        """Close the current trial. `state`: COMPLETE or PRUNED (run FINISHED) or FAIL (run FAILED)."""
+        from mlflow.entities import RunTag
+
+        state = state.upper()
+        if state not in ("COMPLETE", "PRUNED", "FAIL"):
+            raise ValueError(f"unknown trial state {state!r}; expected COMPLETE, PRUNED or FAIL")
+        run_id = self._current()
+        tags = [RunTag(STATE_TAG, state)]
+        if reason:
+            tags.append(RunTag(REASON_TAG, str(reason)[:MAX_PARAM_CHARS]))
+        self._log_batch(run_id, tags=tags)
+        if values:
+            self.log_metrics(self._last_step, values)
+        # Pruning is a normal outcome of a study, so the run is FINISHED; the state tag tells it apart.
+        self.client.set_terminated(run_id, "FAILED" if state == "FAIL" else "FINISHED")
+        self.run_id = None
+
+    def trial_runs(self) -> list:
+        """Live trial runs of this experiment (not the summary), ordered by trial number."""
+        return [r for r in self._all_runs() if TRIAL_TAG in r.data.tags]
+
+    def _all_runs(self, filter_string: str = "") -> list:
+        runs, token = [], None
+        while True:
+            page = self.client.search_runs([self.experiment_id], filter_string, page_token=token)
+            runs.extend(page)
+            token = page.token
+            if not token:
+                break
+        return sorted(runs, key=lambda r: int(r.data.tags.get(TRIAL_TAG, -1)))
+
+    def log_summary(
+        self,
+        best: list[dict],
+        pareto_table: list[dict],
+        storage_url: str,
+        extra_params: dict | None = None,
+    ) -> str:
+        """Write the run `summary`: best config(s), the table as CSV and Markdown, top-row metrics.
+
+        A previous summary run of this experiment is deleted, so the dashboard shows one.
+
+        Args:
+            best: layer configs, each with `provenance: {trial: <n>, ...}`; one -> `best.yaml`,
+                several (a Pareto front) -> `pareto/trial_<n>.yaml`.
+            pareto_table: rows with the same keys, best first; its first row's numbers become metrics.
+            storage_url: the Optuna storage URL (stored redacted).
+            extra_params: logged as params (e.g. sampler, objectives, n_trials).
+        """
+        from mlflow.entities import Metric, Param
+
+        for old in self._all_runs(f"tags.`{SUMMARY_TAG}` = 'true'"):
+            self.client.delete_run(old.info.run_id)
+        tags = {SUMMARY_TAG: "true", STORAGE_TAG: redact(storage_url)}
+        if pareto_table and "trial" in pareto_table[0]:
+            tags["layersearch.best_trial"] = str(pareto_table[0]["trial"])
+        run_id = self._new_run("summary", tags)
+
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp)
+            if len(best) == 1:
+                (out / "best.yaml").write_text(yaml.safe_dump(best[0], sort_keys=False))
+            elif best:
+                (out / "pareto").mkdir()
+                for cfg in best:
+                    n = cfg.get("provenance", {}).get("trial", "x")
+                    (out / "pareto" / f"trial_{n}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+            if pareto_table:
+                columns = list(dict.fromkeys(k for row in pareto_table for k in row))
+                with open(out / "pareto.csv", "w", newline="") as f:
+                    writer = csv.DictWriter(f, fieldnames=columns)
+                    writer.writeheader()
+                    writer.writerows(pareto_table)
+                (out / "pareto.md").write_text(_markdown_table(pareto_table, columns))
+            self.client.log_artifacts(run_id, tmp)
+
+        ts = _now_ms()
+        top = pareto_table[0] if pareto_table else {}
+        metrics = [
+            Metric(str(k), float(v), ts, 0)
+            for k, v in top.items()
+            if k != "trial" and _is_number(v) and math.isfinite(float(v))
+        ]
+        params = [Param(str(k), str(v)[:MAX_PARAM_CHARS]) for k, v in (extra_params or {}).items()]
+        self._log_batch(run_id, metrics=metrics, params=params)
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _markdown_table(rows: list[dict], columns: list[str]) -> str:
+    def cell(v: Any) -> str:
+        text = f"{v:.4g}" if isinstance(v, float) else ("" if v is None else str(v))
+        return text.replace("|", "\\|")
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(cell(row.get(c)) for c in columns) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def ui_url(
+    port: int, experiment_id: str | None, host: str = "127.0.0.1", *, run_id: str | None = None
+) -> str:
+    """The dashboard URL: the study's runs table (or one run's page), or the root without an experiment.
+
+    `workflowType=machine_learning` matters: MLflow 3.17's UI otherwise opens in its GenAI mode, where an
+    experiment's page is an empty traces overview ("No data") instead of the trials, and a run page is
+    filed under "Evaluations".
+    """
+    root = f"http://{host}:{port}/"
+    if experiment_id is None:
+        return root
+    run = f"/{run_id}" if run_id else ""
+    return f"{root}#/experiments/{experiment_id}/runs{run}?workflowType=machine_learning"
+
+
+def ui_command(uri: str, port: int, host: str = "127.0.0.1") -> list[str]:
+    """argv that starts the MLflow UI server over the tracking store at `uri`.
+
+    One worker: the dashboard has one user, and MLflow's default of four uvicorn workers costs seconds
+    of start-up and memory on small machines. Artifacts of our experiments carry absolute file: URIs
+    (see `artifact_location_for`), which the server reads directly, so no artifact flags are needed for
+    the UI to list them and show preview images. Start it with `UI_ENV` in the environment.
+    """
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+            "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def stop_server(proc: subprocess.Popen, timeout: float = 10) -> None:
+    """SIGTERM (the MLflow server then stops its workers too), SIGKILL if it has not ended in ``timeout``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_ui(uri: str, study_name: str | None, port: int = 5000, open_for_seconds: float | None = None) -> int:
+    """Serve the MLflow dashboard for `uri` until Ctrl-C (or `open_for_seconds`); returns an exit code.
+
+    Raises:
+        TrackingError: when the port is already in use.
+    """
+    host = "127.0.0.1"
+    if not _port_free(host, port):
+        raise TrackingError(f"port {port} on {host} is already in use; choose another port")
+    db = sqlite_path(uri)
+    if db is not None:
+        db.parent.mkdir(parents=True, exist_ok=True)
+    exp_id = find_experiment(uri, study_name) if study_name else None
+    print(f"MLflow store: {redact(uri)}")
+    if study_name and exp_id is None:
+        print(f"study {study_name!r} not found in this store; showing all experiments")
+    print(f"Open {ui_url(port, exp_id, host)}   (Ctrl-C stops the server)", flush=True)
+
+    proc = subprocess.Popen(ui_command(uri, port, host), env={**os.environ, **UI_ENV})
+    interrupted = False
+    try:
+        proc.wait(timeout=open_for_seconds)
+    except subprocess.TimeoutExpired:
+        pass
+    except KeyboardInterrupt:
+        interrupted = True  # the terminal sent SIGINT to the server too; stop it and wait for it below
+    if proc.poll() is None:
+        stop_server(proc)
+        return 0
+    # The server ended on its own: a crash (bad URI, missing driver) keeps its exit code.
+    return 0 if interrupted else proc.returncode

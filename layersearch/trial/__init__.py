@@ -1,0 +1,1 @@
+"""One short run and its scores: data, tasks, generators, metrics, training, scoring. Imports lossnet only."""

@@ -1,0 +1,472 @@
+"""Image sources, degradations and in-memory caching.
+
+Images are float32 torch tensors, RGB, values in [0, 1], ``3 x H x W`` (or ``N x 3 x H x W`` for batches)
+at every public boundary. Sources: files (:func:`load_image`), folders (:func:`folder_images`) and photos
+that ship inside scikit-image's wheel (:func:`sample_images`; nothing is downloaded).
+
+Decoded images are cached for the life of the process and the same tensor objects are returned on every
+call, so a sweep of many trials decodes each image once. Callers must not modify them in place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import LayersearchError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "SAMPLE_NAMES",
+    "SAMPLE_STYLE",
+    "SAMPLE_TRAIN",
+    "SAMPLE_VAL",
+    "DataError",
+    "center_crop",
+    "check_min_size",
+    "clear_cache",
+    "crop_to_multiple",
+    "degrade",
+    "folder_images",
+    "load_image",
+    "load_split",
+    "random_crops",
+    "sample_image",
+    "sample_images",
+]
+
+
+class DataError(LayersearchError, ValueError):
+    """Bad data input: an unreadable image, a missing or empty folder, images too small for the crop."""
+
+
+# --------------------------------------------------------------------------------------------------------
+# Decoding
+
+
+#: File extensions :func:`folder_images` picks up (compared case-insensitively).
+IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _png_bit_depth(path: Path) -> int | None:
+    """Bit depth from a PNG's IHDR chunk, or None when the file is not a PNG."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if len(head) < 26 or not head.startswith(_PNG_SIGNATURE) or head[12:16] != b"IHDR":
+        return None
+    return head[24]
+
+
+@contextlib.contextmanager
+def _strict_truncation() -> Iterator[None]:
+    # Pillow silently fills a truncated file's missing rows with black when this global flag is set
+    # (some libraries set it); a half-decoded training image is worse than an error, so force it off.
+    from PIL import ImageFile
+
+    saved = ImageFile.LOAD_TRUNCATED_IMAGES
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
+    try:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def _decode(path: Path) -> np.ndarray:
+    """The first frame of ``path`` as decoded by its library, any dtype and channel layout."""
+    if _png_bit_depth(path) == 16:
+        # Pillow (and so imageio) reduces 16-bit colour PNGs to 8 bits; libpng via torchvision keeps them.
+        from torchvision.io import ImageReadMode, decode_png, read_file
+
+        return decode_png(read_file(str(path)), mode=ImageReadMode.UNCHANGED).permute(1, 2, 0).numpy()
+    import imageio.v3 as iio
+
+    if path.suffix.lower() in (".tif", ".tiff"):
+        # tifffile's ``index`` selects a series (all pages stacked); ``page`` selects one page.
+        return np.asarray(iio.imread(path, page=0))
+    return np.asarray(iio.imread(path, index=0))
+
+
+def _to_rgb(array: np.ndarray, what: str) -> torch.Tensor:
+    """``H x W [x C]`` array of any common dtype -> ``3 x H x W`` float32 tensor in [0, 1]."""
+    a = np.asarray(array)
+    # Planar images (e.g. some TIFFs) come channels-first.
+    if a.ndim == 3 and a.shape[0] <= 4 < a.shape[-1]:
+        a = np.moveaxis(a, 0, -1)
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or not 1 <= a.shape[-1] <= 4:
+        raise DataError(f"cannot read image {what}: unsupported array shape {a.shape}")
+    # Drop alpha (LA, RGBA) without compositing: a training image has no background to composite onto.
+    a = a[..., :1] if a.shape[-1] <= 2 else a[..., :3]
+    if a.dtype == np.bool_:
+        a = a.astype(np.float32)
+    elif a.dtype == np.uint8:
+        a = a.astype(np.float32) / np.float32(255)
+    elif a.dtype == np.uint16:
+        a = a.astype(np.float32) / np.float32(65535)
+    elif np.issubdtype(a.dtype, np.floating):
+        a = np.clip(np.nan_to_num(a.astype(np.float32), nan=0.0), 0.0, 1.0)
+    else:
+        # int32 and friends have no agreed white level; guessing one would silently rescale the image.
+        raise DataError(f"cannot read image {what}: unsupported pixel type {a.dtype}")
+    if a.shape[-1] == 1:
+        a = np.repeat(a, 3, axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(a.transpose(2, 0, 1)))
+
+
+def load_image(path: str | os.PathLike[str]) -> torch.Tensor:
+    """Read one image file as RGB.
+
+    Grayscale is repeated to three channels; an alpha channel is dropped (no compositing is attempted);
+    palette images are expanded to their colours; only the first frame of an animated or multi-page file
+    is read. 8-bit values are divided by 255, 16-bit by 65535 (16-bit colour PNGs keep their 16 bits);
+    float images are clipped to [0, 1]. EXIF orientation is not applied.
+
+    Args:
+        path: an image file (PNG, JPEG, BMP, TIFF, WebP, GIF, ...).
+
+    Returns:
+        ``3 x H x W`` float32 tensor in [0, 1].
+
+    Raises:
+        DataError: the file is missing, unreadable, truncated or not an image.
+    """
+    path = Path(path)
+    try:
+        with _strict_truncation():
+            array = _decode(path)
+    except DataError:
+        raise
+    except Exception as err:  # each decoder raises its own types: OSError, ValueError, RuntimeError, ...
+        raise DataError(f"cannot read image {path}: {_reason(err)}") from err
+    return _to_rgb(array, str(path))
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, FileNotFoundError):
+        return "no such file"
+    if isinstance(err, IsADirectoryError):
+        return "is a directory"
+    text = str(err).strip()
+    # imageio's wording for "no plugin could decode it", followed by lines of plugin advice.
+    if text.startswith("Could not find a backend"):
+        return "not a supported image format, or the file is corrupt"
+    line = text.splitlines()[0] if text else type(err).__name__
+    # torchvision prefixes its C++ source location: "decode_png, /path/decode_png.cpp:79, Out of bound ...".
+    line = re.sub(r"^.*\.cpp:\d+, ", "", line)
+    return line[:200]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Caching: one decode per file (or sample) per process.
+
+_FILE_CACHE: dict[str, tuple[int, int, torch.Tensor]] = {}  # resolved path -> (mtime_ns, size, image)
+_SAMPLE_CACHE: dict[str, torch.Tensor] = {}
+
+
+def clear_cache() -> None:
+    """Forget every decoded image (frees the memory; the next call decodes again)."""
+    _FILE_CACHE.clear()
+    _SAMPLE_CACHE.clear()
+
+
+def _cached_file(path: Path) -> torch.Tensor:
+    # Keyed on mtime and size too, so an image edited while the process runs is read again.
+    st = path.stat()
+    key = str(path.resolve())
+    hit = _FILE_CACHE.get(key)
+    if hit is not None and hit[:2] == (st.st_mtime_ns, st.st_size):
+        return hit[2]
+    image = load_image(path)
+    _FILE_CACHE[key] = (st.st_mtime_ns, st.st_size, image)
+    return image
+
+
+def folder_images(directory: str | os.PathLike[str]) -> list[tuple[str, torch.Tensor]]:
+    """All images under ``directory``, recursively, sorted by relative path.
+
+    Files whose extension is not in :data:`IMAGE_EXTENSIONS` are ignored, as are hidden files and folders
+    (names starting with ``.``, e.g. macOS ``._x.png`` resource forks). Results are cached per file
+    (path, modification time, size); the returned tensors are shared and must not be modified in place.
+
+    Args:
+        directory: the folder to scan.
+
+    Returns:
+        ``(name, image)`` pairs; ``name`` is the posix path relative to ``directory``, ``image`` is
+        ``3 x H x W`` float32 RGB in [0, 1].
+
+    Raises:
+        DataError: the folder does not exist, holds no images, or an image cannot be read.
+    """
+    root = Path(directory)
+    if not root.exists():
+        raise DataError(f"image folder {root} does not exist")
+    if not root.is_dir():
+        raise DataError(f"image folder {root} is not a directory")
+    files = []
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts):
+            continue
+        if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+            files.append((rel.as_posix(), p))
+    if not files:
+        raise DataError(f"no images in folder {root} (searched recursively for {', '.join(IMAGE_EXTENSIONS)})")
+    files.sort(key=lambda item: item[0])
+    return [(name, _cached_file(p)) for name, p in files]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Samples shipped inside scikit-image's wheel (skimage/data/*.png|jpg): available offline, no pooch.
+
+
+def _skimage(name: str) -> Callable[[], np.ndarray]:
+    def load() -> np.ndarray:
+        import skimage.data
+
+        return getattr(skimage.data, name)()
+
+    return load
+
+
+def _motorcycle_left() -> np.ndarray:
+    import skimage.data
+
+    return skimage.data.stereo_motorcycle()[0]
+
+
+# name -> loader. Sizes (H x W) noted for choosing crops; all RGB unless marked grey.
+_SAMPLES: dict[str, Callable[[], np.ndarray]] = {
+    "astronaut": _skimage("astronaut"),  # 512 x 512, portrait (Eileen Collins)
+    "rocket": _skimage("rocket"),  # 427 x 640, launch pad, sky
+    "motorcycle_left": _motorcycle_left,  # 500 x 741, motorcycle in a workshop (left stereo view)
+    "immunohistochemistry": _skimage("immunohistochemistry"),  # 512 x 512, stained tissue micrograph
+    "retina": _skimage("retina"),  # 1411 x 1411, fundus photograph, black corners
+    "hubble_deep_field": _skimage("hubble_deep_field"),  # 872 x 1000, galaxies on black
+    "chelsea": _skimage("chelsea"),  # 300 x 451, cat
+    "coffee": _skimage("coffee"),  # 400 x 600, coffee cup on a table
+    "gravel": _skimage("gravel"),  # 512 x 512, grey texture
+    "brick": _skimage("brick"),  # 512 x 512, grey texture
+    "grass": _skimage("grass"),  # 512 x 512, grey texture
+}
+
+#: Training split of the bundled samples: six colour images of different kinds (portrait, outdoor scene,
+#: indoor object, micrograph, fundus photograph, telescope image) so that crops vary.
+SAMPLE_TRAIN: tuple[str, ...] = (
+    "astronaut",
+    "rocket",
+    "motorcycle_left",
+    "immunohistochemistry",
+    "retina",
+    "hubble_deep_field",
+)
+#: Validation split: two everyday colour photos that are not in the training split (the smallest is
+#: 300 x 451, so validation crops up to 300 px fit).
+SAMPLE_VAL: tuple[str, ...] = ("chelsea", "coffee")
+#: Images usable as a style image: three grey textures (loaded as grey RGB) and one colour image. A style
+#: image is only a loss target, so its also being a training content image (hubble_deep_field) is harmless.
+SAMPLE_STYLE: tuple[str, ...] = ("gravel", "brick", "grass", "hubble_deep_field")
+#: Every valid sample name.
+SAMPLE_NAMES: tuple[str, ...] = tuple(_SAMPLES)
+
+
+def sample_image(name: str) -> torch.Tensor:
+    """One of scikit-image's bundled images (see :data:`SAMPLE_NAMES`), converted like :func:`load_image`.
+
+    Cached: the same tensor object is returned on every call; do not modify it in place.
+
+    Returns:
+        ``3 x H x W`` float32 RGB in [0, 1] (grey samples repeated to three channels).
+
+    Raises:
+        DataError: ``name`` is not a known sample; the message lists the valid names.
+    """
+    image = _SAMPLE_CACHE.get(name)
+    if image is None:
+        if name not in _SAMPLES:
+            raise DataError(f"unknown sample image {name!r}; choose from: {', '.join(SAMPLE_NAMES)}")
+        image = _to_rgb(_SAMPLES[name](), f"sample:{name}")
+        _SAMPLE_CACHE[name] = image
+    return image
+
+
+def sample_images(names: Sequence[str]) -> list[tuple[str, torch.Tensor]]:
+    """``(name, image)`` pairs for ``names`` (e.g. :data:`SAMPLE_TRAIN`); see :func:`sample_image`."""
+    if isinstance(names, str):  # a lone name would otherwise be split into letters
+        names = [names]
+    unknown = [n for n in names if n not in _SAMPLES]
+    if unknown:
+        raise DataError(f"unknown sample image(s) {', '.join(map(repr, unknown))}; choose from: {', '.join(SAMPLE_NAMES)}")
+    if not names:
+        raise DataError(f"no sample images requested; choose from: {', '.join(SAMPLE_NAMES)}")
+    return [(n, sample_image(n)) for n in names]
+
+
+def load_split(data: Mapping[str, Any], split: str) -> list[tuple[str, torch.Tensor]]:
+    """The ``train`` or ``val`` images described by a ``data`` config group (``conf/data/``).
+
+    ``source: samples`` reads ``data[split]`` (a list of sample names; null means :data:`SAMPLE_TRAIN` /
+    :data:`SAMPLE_VAL`); ``source: folder`` reads ``data[split + "_dir"]`` with :func:`folder_images`.
+
+    Raises:
+        DataError: unknown source, a folder not given, or any error of the source itself.
+    """
+    if split not in ("train", "val"):
+        raise ValueError(f"split must be 'train' or 'val', got {split!r}")
+    source = _get(data, "source") or "samples"
+    if source == "samples":
+        names = _get(data, split)
+        return sample_images(list(names) if names is not None else (SAMPLE_TRAIN if split == "train" else SAMPLE_VAL))
+    if source == "folder":
+        directory = _get(data, f"{split}_dir")
+        if directory is None:
+            raise DataError(f"data.{split}_dir is not set: pass data.{split}_dir=/path/to/images")
+        return folder_images(str(directory))
+    raise DataError(f"unknown data.source {source!r}; choose from: samples, folder")
+
+
+def _get(data: Mapping[str, Any], key: str) -> Any:
+    # A Hydra "???" (mandatory, unset) value raises on access in a DictConfig and is the string in a dict.
+    try:
+        value = data[key] if key in data else None
+    except Exception:
+        return None
+    return None if value == "???" else value
+
+
+# --------------------------------------------------------------------------------------------------------
+# Crops
+
+
+def check_min_size(images: Sequence[tuple[Any, torch.Tensor]], size: int, what: str) -> None:
+    """Raise DataError naming (up to five of) the images smaller than ``size`` px in either dimension.
+
+    Args:
+        images: ``(name, 3 x H x W image)`` pairs.
+        size: the crop size the images must hold.
+        what: how the message names the set, e.g. ``"the training set"``.
+    """
+    small = [(str(name), img.shape[-1], img.shape[-2]) for name, img in images
+             if img.shape[-2] < size or img.shape[-1] < size]
+    if not small:
+        return
+    listed = ", ".join(f"{name} ({w}x{h})" for name, w, h in small[:5])
+    more = f", and {len(small) - 5} more" if len(small) > 5 else ""
+    verb = "image in" if len(small) == 1 else "images in"
+    are = "is" if len(small) == 1 else "are"
+    raise DataError(f"{len(small)} {verb} {what} {are} smaller than the {size}px crop: {listed}{more} (sizes are WxH)")
+
+
+def random_crops(images: Sequence[torch.Tensor], size: int, batch: int, generator: torch.Generator) -> torch.Tensor:
+    """A batch of random ``size`` px square crops, each randomly flipped left-right.
+
+    Each crop comes from an image chosen uniformly at random (not weighted by area), at a uniformly random
+    position. Deterministic for a given ``generator`` state (a CPU generator).
+
+    Args:
+        images: ``3 x H x W`` images, each at least ``size`` px in both dimensions.
+        size: crop side in px.
+        batch: number of crops.
+        generator: the source of randomness.
+
+    Returns:
+        ``batch x 3 x size x size`` tensor (a copy; the images are untouched), on the images' device.
+    """
+    if not images:
+        raise ValueError("random_crops needs at least one image")
+    for i, img in enumerate(images):
+        if img.shape[-2] < size or img.shape[-1] < size:
+            raise ValueError(f"image {i} is {img.shape[-1]}x{img.shape[-2]} (WxH), smaller than the {size}px crop")
+    which = torch.randint(len(images), (batch,), generator=generator).tolist()
+    flips = torch.randint(2, (batch,), generator=generator).tolist()
+    crops = []
+    for idx, flip in zip(which, flips, strict=True):
+        img = images[idx]
+        h, w = img.shape[-2:]
+        y = int(torch.randint(h - size + 1, (1,), generator=generator))
+        x = int(torch.randint(w - size + 1, (1,), generator=generator))
+        crop = img[..., y : y + size, x : x + size]
+        crops.append(crop.flip(-1) if flip else crop)
+    return torch.stack(crops)
+
+
+def center_crop(image: torch.Tensor, size: int | None) -> torch.Tensor:
+    """Centre ``size x size`` crop of ``[..., H, W]`` (a view); ``None`` returns ``image`` unchanged."""
+    if size is None:
+        return image
+    h, w = image.shape[-2:]
+    if size > h or size > w:
+        raise ValueError(f"center_crop: image is {w}x{h} (WxH), smaller than the {size}px crop")
+    top, left = (h - size) // 2, (w - size) // 2
+    return image[..., top : top + size, left : left + size]
+
+
+def crop_to_multiple(image: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Cut the bottom rows and right columns of ``[..., H, W]`` so H and W divide by ``multiple`` (a view)."""
+    if multiple < 1:
+        raise ValueError(f"multiple must be >= 1, got {multiple}")
+    h, w = image.shape[-2:]
+    nh, nw = h - h % multiple, w - w % multiple
+    if nh == 0 or nw == 0:
+        raise ValueError(f"crop_to_multiple: image {w}x{h} (WxH) is smaller than {multiple} px")
+    return image[..., :nh, :nw]
+
+
+# --------------------------------------------------------------------------------------------------------
+# Degradation
+
+
+def degrade(hr: torch.Tensor, scale: int = 4, blur_sigma: float = 0.0) -> torch.Tensor:
+    """The super-resolution degradation: optional Gaussian blur, then bicubic downsampling by ``scale``.
+
+    1. If ``blur_sigma > 0``: Gaussian blur, separable, ``k = 2 * ceil(3 * blur_sigma) + 1`` taps per axis
+       (7 for sigma 1.0), weights ``exp(-t**2 / (2 * sigma**2))`` for ``t = -(k-1)/2 .. (k-1)/2``
+       normalised to sum 1, reflect padding (torchvision's ``gaussian_blur``). Johnson et al. (2016) blur
+       with sigma 1.0 before downsampling.
+    2. Bicubic resize to ``H/scale x W/scale`` with antialiasing (``F.interpolate(mode="bicubic",
+       antialias=True, align_corners=False)``): Keys' cubic kernel with a = -0.5 stretched by ``scale``
+       (support ``4 * scale`` input px), half-pixel centres, weights renormalised at the borders. This
+       equals PIL's ``Image.resize(..., BICUBIC)`` on float images and matches MATLAB's ``imresize``
+       (the usual SR benchmark kernel) away from the borders.
+    3. Clamp to [0, 1] (the cubic kernel overshoots at edges).
+
+    Args:
+        hr: ``N x 3 x H x W`` (or ``3 x H x W``) float images in [0, 1]; H and W divisible by ``scale``.
+        scale: integer downsampling factor.
+        blur_sigma: Gaussian sigma in HR px; 0 for no blur.
+
+    Returns:
+        ``N x 3 x H/scale x W/scale`` (or ``3 x ...``) in [0, 1].
+    """
+    if scale < 1 or int(scale) != scale:
+        raise DataError(f"scale must be a positive integer, got {scale}")
+    if blur_sigma < 0:
+        raise DataError(f"blur_sigma must be >= 0, got {blur_sigma}")
+    if hr.ndim not in (3, 4):
+        raise ValueError(f"degrade expects N x 3 x H x W or 3 x H x W, got shape {tuple(hr.shape)}")
+    h, w = hr.shape[-2:]
+    if h % scale or w % scale:
+        raise DataError(f"degrade: image size {w}x{h} (WxH) is not divisible by scale {scale}; "
+                         "use crop_to_multiple first")
+    x = hr.unsqueeze(0) if hr.ndim == 3 else hr
+    if blur_sigma > 0:
+        from torchvision.transforms.v2.functional import gaussian_blur
+
+        k = 2 * math.ceil(3 * blur_sigma) + 1
+        x = gaussian_blur(x, kernel_size=[k, k], sigma=[float(blur_sigma), float(blur_sigma)])
+    if scale > 1:
+        x = F.interpolate(x, size=(h // scale, w // scale), mode="bicubic", antialias=True, align_corners=False)
+    x = x.clamp(0, 1)
+    return x.squeeze(0) if hr.ndim == 3 else x

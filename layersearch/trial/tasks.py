@@ -1,0 +1,255 @@
+"""What a task is: its training pairs, its generator, the metrics it reports.
+
+A new image-to-image task (denoising, JPEG artefacts) is a subclass here or in the user's own module plus a
+file in ``conf/task/`` whose ``_target_`` names it; the training loop and the search do not change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from hydra.utils import get_class
+from torch import nn
+
+from ..errors import ConfigValueError
+from ..lossnet.loss import PerceptualLoss
+from .data import (
+    DataError,
+    center_crop,
+    check_min_size,
+    crop_to_multiple,
+    degrade,
+    load_image,
+    load_split,
+    random_crops,
+    sample_image,
+)
+from .metrics import LPIPSMetric, psnr_y, ssim_y, style_distance
+
+
+def construct(cfg: Mapping[str, Any], **extra: Any) -> Any:
+    """Call the class named by ``cfg['_target_']`` with the other keys and ``extra``.
+
+    Unlike ``hydra.utils.instantiate`` this lets our own errors (DataError, ...) through unwrapped, so the
+    CLI can print them as one line.
+    """
+    params = {k: v for k, v in dict(cfg).items() if k != "_target_"}
+    target = cfg.get("_target_")
+    try:
+        cls = get_class(str(target))
+    except Exception:
+        raise ConfigValueError(f"cannot import _target_ {target!r}: is the module on PYTHONPATH?") from None
+    try:
+        return cls(**params, **extra)
+    except TypeError as err:
+        if "argument" not in str(err):
+            raise
+        raise ConfigValueError(f"{target}: {err}") from None
+
+
+def _stack_if_same_shape(images: list[torch.Tensor]) -> list[torch.Tensor]:
+    """One batch when all validation images share a shape (fixed crops), else one batch per image."""
+    if len({tuple(img.shape) for img in images}) == 1:
+        return [torch.stack(images)]
+    return [img.unsqueeze(0) for img in images]
+
+
+class Task:
+    """Base class. Subclasses set ``objectives`` and implement the data, generator and evaluation hooks.
+
+    Args:
+        data: the ``data`` config group (source and splits).
+        model: the ``model`` config group, with ``_target_`` naming the generator class.
+        metrics: the ``metrics`` config group (LPIPS net and backbone weights).
+        device: where validation data, metrics and generators live.
+    """
+
+    #: Metric names ``evaluate`` reports; any of them can be a sweep objective.
+    metrics: tuple[str, ...] = ()
+    #: The sweep's default objectives, the first one primary (it drives pruning).
+    objectives: tuple[str, ...] = ()
+    name = "task"
+
+    def __init__(self, data: Mapping, model: Mapping, metrics: Mapping, device: str | torch.device = "cpu"):
+        self.device = torch.device(device)
+        self.model_cfg = dict(model)
+        lpips_cfg = dict(metrics.get("lpips", {}))
+        self.lpips = LPIPSMetric(net=lpips_cfg.get("net", "alex"), weights=lpips_cfg.get("weights", "imagenet"))
+        self.lpips.to(self.device)
+        train = load_split(data, "train")
+        self.train_names = [name for name, _ in train]
+        self.train_images = [img for _, img in train]
+
+    def build_generator(self) -> nn.Module:
+        return construct(self.model_cfg).to(self.device)
+
+    def setup_loss(self, loss_fn: PerceptualLoss) -> None:
+        """Fix per-task targets in the loss once (style Grams); nothing by default."""
+
+    def sample_batch(self, batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(inputs, targets) for one training step, on the task's device."""
+        raise NotImplementedError
+
+    def loss(self, loss_fn: PerceptualLoss, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        return loss_fn(outputs, targets)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        """Mean validation scores, keyed by metric name."""
+        raise NotImplementedError
+
+    def baseline(self) -> dict[str, float] | None:
+        """Scores of a no-learning reference (bicubic for SR), or None."""
+        return None
+
+    def preview(self, model: nn.Module, n: int) -> tuple[list[str], list[list[torch.Tensor]]]:
+        """Column titles and rows of ``3 x H x W`` images in [0, 1] for a result grid."""
+        raise NotImplementedError
+
+
+def _generate(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+    """Evaluation forward: eval mode, no grad, bf16 autocast on CUDA, output clamped to [0, 1]."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), torch.autocast(inputs.device.type, torch.bfloat16, enabled=inputs.device.type == "cuda"):
+        out = model(inputs).float().clamp(0, 1)
+    model.train(was_training)
+    return out
+
+
+class SuperResolution(Task):
+    """Super-resolution by ``scale`` (x4 by default).
+
+    Training pairs: random ``crop`` px HR crops (with flips) and their degraded LR versions. Validation:
+    centre ``val_crop`` crops of the validation images (or whole images cut to a multiple of ``scale``),
+    degraded once per process. Metrics: ``lpips`` (RGB), ``psnr_y`` and ``ssim_y`` (Y channel, ``scale`` px
+    shaved from each border).
+    """
+
+    metrics = ("lpips", "psnr_y", "ssim_y")
+    objectives = ("lpips", "psnr_y")
+    name = "sr_x4"
+
+    def __init__(self, data, model, metrics, device="cpu", scale: int = 4, blur_sigma: float = 0.0,
+                 crop: int = 96, val_crop: int | None = 192):
+        super().__init__(data, model, metrics, device)
+        if crop % scale:
+            raise DataError(f"task.crop ({crop}) must be a multiple of task.scale ({scale})")
+        self.scale, self.blur_sigma, self.crop = scale, blur_sigma, crop
+        self.name = f"sr_x{scale}"
+        check_min_size(list(zip(self.train_names, self.train_images, strict=True)), crop, "the training set")
+        val = load_split(data, "val")
+        if val_crop:
+            check_min_size(val, val_crop, "the validation set")
+        hr = [crop_to_multiple(center_crop(img, val_crop), scale).to(self.device) for _, img in val]
+        self.val_names = [name for name, _ in val]
+        self.val_hr = _stack_if_same_shape(hr)
+        self.val_lr = [degrade(batch, scale, blur_sigma) for batch in self.val_hr]
+        self._baseline: dict[str, float] | None = None
+
+    def build_generator(self) -> nn.Module:
+        return construct(self.model_cfg, scale=self.scale).to(self.device)
+
+    def sample_batch(self, batch_size, generator):
+        hr = random_crops(self.train_images, self.crop, batch_size, generator).to(self.device)
+        return degrade(hr, self.scale, self.blur_sigma), hr
+
+    def _score(self, outputs: list[torch.Tensor]) -> dict[str, float]:
+        scores: dict[str, list[torch.Tensor]] = {"lpips": [], "psnr_y": [], "ssim_y": []}
+        for sr, hr in zip(outputs, self.val_hr, strict=True):
+            scores["lpips"].append(self.lpips(sr, hr).flatten().cpu())
+            scores["psnr_y"].append(psnr_y(sr, hr, self.scale).flatten().cpu())
+            scores["ssim_y"].append(ssim_y(sr, hr, self.scale).flatten().cpu())
+        return {k: float(torch.cat(v).double().mean()) for k, v in scores.items()}
+
+    def evaluate(self, model):
+        return self._score([_generate(model, lr) for lr in self.val_lr])
+
+    def bicubic(self, lr: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(0, 1)
+
+    def baseline(self):
+        if self._baseline is None:
+            self._baseline = self._score([self.bicubic(lr) for lr in self.val_lr])
+        return dict(self._baseline)
+
+    def preview(self, model, n):
+        rows = []
+        for lr, hr in zip(self.val_lr, self.val_hr, strict=True):
+            sr = _generate(model, lr)
+            for i in range(lr.shape[0]):
+                if len(rows) < n:
+                    rows.append([self.bicubic(lr[i : i + 1])[0], sr[i], hr[i]])
+        return ["bicubic input", "output", "target"], [[img.cpu() for img in row] for row in rows]
+
+
+def load_style_image(spec: str, size: int | None) -> torch.Tensor:
+    """``sample:<name>`` (scikit-image's photos) or a path; resized so the shorter side is ``size`` px."""
+    image = sample_image(spec.split(":", 1)[1]) if spec.startswith("sample:") else load_image(spec)
+    if size:
+        h, w = image.shape[-2:]
+        factor = size / min(h, w)
+        new = (max(1, round(h * factor)), max(1, round(w * factor)))
+        image = F.interpolate(image[None], size=new, mode="bicubic", antialias=True, align_corners=False)[0]
+    return image.clamp(0, 1)
+
+
+class StyleTransfer(Task):
+    """Fast style transfer: content images in, stylised images out, one fixed style image.
+
+    Metrics: ``content_lpips`` (stylised vs content) and ``style_distance`` (Gram distance to the style
+    image on the LPIPS backbone's features, independent of the layers being searched).
+    """
+
+    metrics = ("content_lpips", "style_distance")
+    objectives = ("content_lpips", "style_distance")
+    name = "style"
+
+    def __init__(self, data, model, metrics, device="cpu", style_image: str = "sample:gravel",
+                 style_size: int | None = 256, crop: int = 128, val_crop: int | None = 256):
+        super().__init__(data, model, metrics, device)
+        self.crop = crop
+        self.style_image = load_style_image(str(style_image), style_size).to(self.device)
+        check_min_size(list(zip(self.train_names, self.train_images, strict=True)), crop, "the training set")
+        val = load_split(data, "val")
+        if val_crop:
+            check_min_size(val, val_crop, "the validation set")
+        # The generator downsamples twice, so content sizes must be multiples of 4.
+        content = [crop_to_multiple(center_crop(img, val_crop), 4).to(self.device) for _, img in val]
+        self.val_names = [name for name, _ in val]
+        self.val_content = _stack_if_same_shape(content)
+
+    def setup_loss(self, loss_fn):
+        loss_fn.to(self.device)
+        loss_fn.set_style_target(self.style_image[None])
+
+    def sample_batch(self, batch_size, generator):
+        content = random_crops(self.train_images, self.crop, batch_size, generator).to(self.device)
+        return content, content
+
+    def evaluate(self, model):
+        c_lpips, s_dist = [], []
+        for content in self.val_content:
+            out = _generate(model, content)
+            c_lpips.append(self.lpips(out, content).flatten().cpu())
+            s_dist.append(style_distance(self.lpips, out, self.style_image[None]).flatten().cpu())
+        return {
+            "content_lpips": float(torch.cat(c_lpips).double().mean()),
+            "style_distance": float(torch.cat(s_dist).double().mean()),
+        }
+
+    def preview(self, model, n):
+        rows = []
+        for content in self.val_content:
+            out = _generate(model, content)
+            for i in range(content.shape[0]):
+                if len(rows) < n:
+                    rows.append([content[i], out[i], self.style_image])
+        return ["content", "output", "style"], [[img.cpu() for img in row] for row in rows]
+
+
+def build_task(task_cfg: Mapping[str, Any], data: Mapping, model: Mapping, metrics: Mapping, device) -> Task:
+    """Instantiate the task named by ``task_cfg['_target_']`` (conf/task/*.yaml)."""
+    return construct(task_cfg, data=data, model=model, metrics=metrics, device=device)

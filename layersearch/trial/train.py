@@ -1,0 +1,239 @@
+"""One training run: a generator trained with a perceptual loss, scored every ``eval_every`` steps.
+
+It reports ``(step, metrics)`` to a callback and knows nothing of Optuna: the sweep's callback reports
+to the trial and raises to prune.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ..errors import ConfigValueError, LayersearchError, OutputExistsError
+from ..lossnet.loss import LossConfig, PerceptualLoss
+from ..lossnet.weights import any_random, weights_label
+from ..outputs import (
+    RANDOM_BANNER,
+    atomic_write_json,
+    atomic_write_text,
+    default_mode,
+    save_grid,
+    timestamped_dir,
+)
+from .tasks import Task, build_task
+
+Callback = Callable[[int, dict[str, float]], None]
+
+
+class DeviceError(LayersearchError, ValueError):
+    """A device that this machine does not have."""
+
+
+class NonFiniteLossError(LayersearchError, RuntimeError):
+    """The training loss became NaN or infinite; the run stops at once."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available else cpu; ``cuda`` on a machine without one is a DeviceError."""
+    name = str(name)
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(f"trainer.device={name} but this machine has no CUDA device; use auto or cpu")
+    if name != "cpu" and not name.startswith("cuda"):
+        raise DeviceError(f"unknown trainer.device {name!r}; choose auto, cpu or cuda")
+    return torch.device(name)
+
+
+def _use_bf16(precision: str, device: torch.device) -> bool:
+    if precision not in ("auto", "fp32", "bf16"):
+        raise ConfigValueError(f"unknown trainer.precision {precision!r}; choose auto, fp32 or bf16")
+    return precision == "bf16" or (precision == "auto" and device.type == "cuda")
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: final validation scores, their history, and where the time went."""
+
+    metrics: dict[str, float]
+    history: list[tuple[int, dict[str, float]]] = field(default_factory=list)
+    steps: int = 0
+    train_seconds: float = 0.0  # optimisation steps, data sampling included
+    eval_seconds: float = 0.0  # validation scoring
+    callback_seconds: float = 0.0  # time spent in the callback (tracking, pruning decisions)
+
+
+def train(
+    task: Task,
+    loss_fn: PerceptualLoss,
+    trainer: Mapping[str, Any],
+    callback: Callback | None = None,
+    model: torch.nn.Module | None = None,
+    result: TrainResult | None = None,
+) -> tuple[torch.nn.Module, TrainResult]:
+    """Train ``task``'s generator with ``loss_fn`` for ``trainer['steps']`` Adam steps.
+
+    Every ``eval_every`` steps and after the last one, the validation scores (plus the mean training loss
+    terms since the previous evaluation, as ``train/<term>``) go to ``callback(step, metrics)``. An
+    exception raised by the callback (e.g. a pruning signal) ends the run and propagates.
+
+    Args:
+        result: filled in place if given, so a caller still has the timings when the callback raises.
+
+    Returns:
+        The trained generator and a TrainResult.
+    """
+    steps, batch_size = int(trainer["steps"]), int(trainer["batch_size"])
+    eval_every = int(trainer.get("eval_every") or steps)
+    if steps < 1 or batch_size < 1 or eval_every < 1:
+        raise ConfigValueError("trainer.steps, trainer.batch_size and trainer.eval_every must be >= 1")
+    device = task.device
+    bf16 = _use_bf16(str(trainer.get("precision", "auto")), device)
+    seed = int(trainer.get("seed", 0))
+
+    torch.manual_seed(seed)  # generator init
+    if model is None:
+        model = task.build_generator()
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    loss_fn.to(device)
+    task.setup_loss(loss_fn)
+    optimizer = torch.optim.Adam(model.parameters(), lr=float(trainer["lr"]))
+    batches = torch.Generator().manual_seed(seed)
+
+    result = result if result is not None else TrainResult(metrics={})
+    term_sums: dict[str, float] = {}
+    terms_seen = 0
+    bar = tqdm(total=steps, desc="train", disable=not trainer.get("progress", True), leave=False)
+    started = time.perf_counter()
+    try:
+        for step in range(1, steps + 1):
+            inputs, targets = task.sample_batch(batch_size, batches)
+            if device.type == "cuda":
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+                # The loss network runs under autocast too; Gram and criterion compute in fp32 inside.
+                loss = task.loss(loss_fn, model(inputs), targets)
+            value = loss.item()
+            if not math.isfinite(value):
+                terms = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_fn.last_terms.items())
+                raise NonFiniteLossError(
+                    f"training loss became {value} at step {step} ({terms}); lower trainer.lr or the loss weights"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            for k, v in loss_fn.last_terms.items():
+                term_sums[k] = term_sums.get(k, 0.0) + float(v)
+            terms_seen += 1
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in {"loss": value, **result.metrics}.items()
+                             if not k.startswith("train/")})
+
+            if step % eval_every == 0 or step == steps:
+                t_eval = time.perf_counter()
+                scores = task.evaluate(model)
+                result.eval_seconds += time.perf_counter() - t_eval
+                scores.update({f"train/{k}": v / terms_seen for k, v in term_sums.items()})
+                term_sums, terms_seen = {}, 0
+                result.metrics, result.steps = scores, step
+                result.history.append((step, dict(scores)))
+                bar.set_postfix({k: f"{v:.3g}" for k, v in scores.items() if not k.startswith("train/")})
+                if callback is not None:
+                    t_callback = time.perf_counter()
+                    try:
+                        callback(step, dict(scores))
+                    finally:
+                        result.callback_seconds += time.perf_counter() - t_callback
+    finally:
+        bar.close()
+        result.train_seconds = time.perf_counter() - started - result.eval_seconds - result.callback_seconds
+    return model, result
+
+
+# --- `layersearch train`: one run from the composed config, written to an output folder -------------
+
+
+def layer_config(cfg: Mapping[str, Any]) -> LossConfig:
+    """The layer config a run trains with: ``loss_file`` if given, else the ``loss`` and ``loss_net`` groups."""
+    if cfg.get("loss_file"):
+        return LossConfig.load(str(cfg["loss_file"]))
+    return LossConfig.from_mapping({"loss_net": dict(cfg["loss_net"]), **dict(cfg["loss"])})
+
+
+def weights_labels(loss_config: LossConfig, task: Task) -> dict[str, str]:
+    """Which weights made these numbers; written next to every result."""
+    uses_net = bool(loss_config.layers)
+    return {
+        "loss_net": f"{loss_config.arch}/{weights_label(loss_config.weights)}" if uses_net else "none",
+        "lpips": f"{task.lpips.net}/{task.lpips.weights_label}",
+    }
+
+
+@dataclass
+class TrainOutcome:
+    out_dir: Path
+    metrics: dict[str, float]
+    baseline: dict[str, float] | None
+    labels: dict[str, str]
+    random_weights: bool
+
+
+def train_from_config(cfg: Mapping[str, Any]) -> TrainOutcome:
+    """Compose task, loss and trainer from ``cfg``, train, and write the output folder.
+
+    The folder gets ``metrics.json`` (final and per-evaluation scores, the baseline, the weights used),
+    ``preview.png`` and ``config.yaml`` (the layer config trained with). It is written under a temporary
+    name and renamed at the end, so a failed run leaves nothing half-written.
+    """
+    out_dir = Path(cfg.get("out_dir") or timestamped_dir(cfg["paths"]["outputs_dir"], "train"))
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise OutputExistsError(f"out_dir {out_dir} exists and is not empty; choose another out_dir=...")
+    loss_config = layer_config(cfg)
+    device = resolve_device(cfg["trainer"]["device"])
+    task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], device)
+    loss_fn = PerceptualLoss(loss_config, seed=int(cfg.get("seed", 0)))
+    labels = weights_labels(loss_config, task)
+    random_weights = any_random(loss_config.weights if loss_config.layers else None, task.lpips.weights)
+    model, result = train(task, loss_fn, cfg["trainer"])
+    baseline = task.baseline()
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        staging.chmod(default_mode(directory=True))
+        caption = f"loss net {labels['loss_net']}, LPIPS {labels['lpips']}"
+        if random_weights:
+            caption = f"{RANDOM_BANNER}\n{caption}"
+        titles, rows = task.preview(model, int(cfg["trainer"].get("preview_images", 2)))
+        save_grid(staging / "preview.png", titles, rows, caption)
+        atomic_write_json(staging / "metrics.json", {
+            "task": task.name,
+            "metrics": result.metrics,
+            "baseline": baseline,
+            "history": [{"step": s, **m} for s, m in result.history],
+            "weights": labels,
+            "random_weights": random_weights,
+            "steps": result.steps,
+            "seconds": {"train": result.train_seconds, "eval": result.eval_seconds},
+        })
+        atomic_write_text(staging / "config.yaml", yaml.safe_dump(loss_config.to_dict(), sort_keys=False))
+        if out_dir.exists():
+            out_dir.rmdir()  # empty, checked above
+        os.replace(staging, out_dir)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return TrainOutcome(out_dir, result.metrics, baseline, labels, random_weights)

@@ -1,0 +1,48 @@
+"""Helpers shared by the test modules (fixtures live in conftest.py). On the path via pytest's `pythonpath`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from layersearch.config import compose_config, to_container
+
+
+def smoke(*overrides: str) -> dict:
+    """The composed config of the tiny random-weights preset, as a plain dict."""
+    return to_container(compose_config(["preset=smoke", *overrides]))
+
+
+def console_script() -> str:
+    """The installed `layersearch` command (next to this Python, else on PATH)."""
+    beside = Path(sys.executable).parent / "layersearch"
+    found = str(beside) if beside.exists() else shutil.which("layersearch")
+    if not found:
+        pytest.fail("the layersearch console script is not installed (pip install -e .)")
+    return found
+
+
+def run_cli(args: list[str], cwd: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """Run the console script in ``cwd`` and capture its output."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    return subprocess.run([console_script(), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def user_lines(stderr: str) -> list[str]:
+    """stderr without warning lines: what the user is told."""
+    return [line for line in stderr.splitlines() if line.strip() and not line.startswith("warning:")]
+
+
+def one_error_line(capsys) -> str:
+    """The command's error: exactly one `layersearch <command>: ...` line and no traceback on stderr."""
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    lines = [line for line in err.splitlines() if line.startswith("layersearch ")]
+    assert len(lines) == 1, lines
+    return lines[0]

@@ -1,0 +1,123 @@
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from layersearch import FeatureExtractor, RandomWeightsWarning, WeightsError
+
+
+def n_params(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def test_truncated_after_deepest_layer():
+    ext = FeatureExtractor("vgg16", ["relu2_2"], weights="random")
+    assert n_params(ext) == 260_160
+    ext = FeatureExtractor("vgg16", ["relu1_1", "relu3_1"], weights="random")
+    assert len(ext.body) == 12  # up to and including relu3_1 (index 11)
+
+
+def test_returns_exactly_requested_layers(images):
+    ext = FeatureExtractor("vgg19", ["relu1_2", "pool2", "conv3_4"], weights="random")
+    out = ext(images)
+    assert set(out) == {"relu1_2", "pool2", "conv3_4"}
+    assert out["relu1_2"].shape == (2, 64, 32, 32)
+    assert out["pool2"].shape == (2, 128, 8, 8)
+    assert out["conv3_4"].shape == (2, 256, 8, 8)
+
+
+def test_conv_output_is_pre_activation(images):
+    ext = FeatureExtractor("vgg16", ["conv2_2", "relu2_2"], weights="random")
+    out = ext(images)
+    conv, relu = out["conv2_2"], out["relu2_2"]
+    assert (conv < 0).any(), "conv2_2 was overwritten by the in-place ReLU"
+    torch.testing.assert_close(relu, conv.clamp_min(0))
+    # The same conv output, asked for alone, must not change.
+    alone = FeatureExtractor("vgg16", ["conv2_2"], weights="random")(images)["conv2_2"]
+    torch.testing.assert_close(alone, conv)
+
+
+def test_frozen_gradients_reach_input_only(images):
+    ext = FeatureExtractor("vgg16", ["relu3_3"], weights="random")
+    ext.train()
+    assert not ext.training
+    assert not any(p.requires_grad for p in ext.parameters())
+    x = images.clone().requires_grad_(True)
+    ext(x)["relu3_3"].sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in ext.parameters())
+
+
+def test_random_weights_warn_and_are_seeded(images):
+    with pytest.warns(RandomWeightsWarning, match="RANDOM"):
+        a = FeatureExtractor("vgg16", ["relu1_2"], weights="random", seed=1)
+    b = FeatureExtractor("vgg16", ["relu1_2"], weights="random", seed=1)
+    c = FeatureExtractor("vgg16", ["relu1_2"], weights="random", seed=2)
+    assert a.random_weights and a.weights_label == "random"
+    torch.testing.assert_close(a(images)["relu1_2"], b(images)["relu1_2"])
+    assert not torch.allclose(a(images)["relu1_2"], c(images)["relu1_2"])
+
+
+@pytest.mark.parametrize("prefix", ["features.", ""])
+def test_loads_local_file(tmp_path, images, prefix):
+    torch.manual_seed(3)
+    model = torchvision.models.vgg16()
+    state = model.state_dict() if prefix else model.features.state_dict()
+    path = tmp_path / "vgg16.pth"
+    torch.save(state, path)
+    ext = FeatureExtractor("vgg16", ["relu2_2"], weights=str(path))
+    assert not ext.random_weights and ext.weights_label == "file:vgg16.pth"
+    torch.testing.assert_close(ext.body[0].weight, model.features[0].weight)
+    expected = model.features[:9](
+        (images - torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        / torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    )
+    torch.testing.assert_close(ext(images)["relu2_2"], expected)
+
+
+def test_file_for_wrong_arch_is_clear(tmp_path):
+    path = tmp_path / "vgg19.pth"
+    torch.save(torchvision.models.vgg19().features.state_dict(), path)
+    with pytest.raises(WeightsError, match="do not fit vgg16.*another architecture"):
+        FeatureExtractor("vgg16", ["relu1_2"], weights=str(path))
+
+
+def test_missing_or_garbage_file(tmp_path):
+    with pytest.raises(WeightsError, match="no such file"):
+        FeatureExtractor("vgg16", ["relu1_1"], weights=str(tmp_path / "nope.pth"))
+    bad = tmp_path / "bad.pth"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(WeightsError, match="could not be read"):
+        FeatureExtractor("vgg16", ["relu1_1"], weights=str(bad))
+
+
+def test_imagenet_offline_fails_fast_with_both_ways_out(monkeypatch, tmp_path):
+    import time
+    import urllib.error
+
+    import torch.hub
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no cached file
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    start = time.monotonic()
+    with pytest.raises(WeightsError, match=r"vgg16-397923af\.pth.*weights=random"):
+        FeatureExtractor("vgg16", ["relu2_2"], weights="imagenet")
+    assert time.monotonic() - start < 10
+
+
+def test_own_vgg_builder_matches_torchvision():
+    from layersearch.lossnet.features import vgg_features
+
+    ours = vgg_features("vgg19")
+    theirs = torchvision.models.vgg19().features
+    assert {k: v.shape for k, v in ours.state_dict().items()} == {
+        k: v.shape for k, v in theirs.state_dict().items()
+    }
+    # torchvision's init: kaiming normal, fan_out, so std = sqrt(2 / (out_channels * 9)).
+    std = ours[-3].weight.std().item()
+    assert abs(std - (2 / (512 * 9)) ** 0.5) < 0.002

@@ -1,0 +1,164 @@
+from __future__ import annotations
+
+import optuna
+import pytest
+
+from layersearch.config import compose_config, literature_loss, to_container
+from layersearch.lossnet.loss import LossConfig
+from layersearch.search.space import Infeasible, SearchSpace, SpaceError
+
+
+def space(name: str = "sr_relu", **changes) -> SearchSpace:
+    cfg = to_container(compose_config([f"search_space={name}"]))["search_space"]
+    cfg.update(changes)
+    return SearchSpace.from_config(cfg, weights="random")
+
+
+@pytest.mark.parametrize("name", ["sr_relu", "sr_vgg19_pre_post", "style_johnson"])
+def test_shipped_spaces_sample_valid_configs(name):
+    s = space(name)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    feasible = 0
+    for _ in range(30):
+        trial = study.ask()
+        try:
+            config = s.suggest(trial)
+        except Infeasible:
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)
+            continue
+        feasible += 1
+        # The sampled config is a valid layer config, and the parameter names follow the contract.
+        LossConfig.from_mapping(config.to_dict())
+        for layer in config.content_layers:
+            assert trial.params.get(f"use_{layer}", True) is True  # absent = forced by min_layers
+        for layer in config.style_layers:
+            assert trial.params.get(f"use_style_{layer}", True) is True
+        study.tell(trial, 0.0)
+    assert feasible >= 25
+
+
+def test_param_names_and_round_trip_through_fixed_trial():
+    s = space("style_johnson")
+    config = LossConfig.from_mapping(
+        {**literature_loss("johnson_style"), "loss_net": {"arch": "vgg16", "weights": "random"}}
+    )
+    params = s.params_for(config)
+    assert params["use_relu3_3"] is True and params["use_relu2_2"] is False
+    assert params["use_style_relu1_2"] is True and params["w_style_relu1_2"] == 1.0
+    assert params["content_style_ratio"] == pytest.approx(1e-4)
+    again = s.suggest(optuna.trial.FixedTrial(params))
+    assert again.content_layers == config.content_layers
+    assert again.style_layers == config.style_layers
+    assert again.style_weight == pytest.approx(config.style_weight)
+    assert again.tv_weight == config.tv_weight
+
+
+def test_baselines_fit_only_where_they_can():
+    s = space("sr_relu")
+    johnson = LossConfig.from_mapping(literature_loss("johnson_sr"))
+    assert s.params_for(johnson)["use_relu2_2"] is True
+    with pytest.raises(ValueError, match="vgg19"):
+        s.params_for(LossConfig.from_mapping(literature_loss("esrgan")))
+    pre_post = space("sr_vgg19_pre_post")
+    esrgan = pre_post.params_for(LossConfig.from_mapping(literature_loss("esrgan")))
+    assert esrgan["use_conv5_4"] is True and esrgan["criterion"] == "l1"
+
+
+@pytest.mark.parametrize("name", ["johnson_sr", "srgan_vgg54", "esrgan", "pixel", "johnson_style"])
+def test_literature_reader_matches_hydra(name):
+    cfg = to_container(compose_config([f"loss={name}"]))
+    assert literature_loss(name) == {"loss_net": cfg["loss_net"], **cfg["loss"]}
+
+
+def test_min_and_max_layers_always_hold():
+    s = space(
+        "sr_relu",
+        content={
+            "candidates": ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"],
+            "min_layers": 2,
+            "max_layers": 3,
+            "weight": 1.0,
+        },
+    )
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    counts = set()
+    for _ in range(60):
+        trial = study.ask()
+        config = s.suggest(trial)
+        counts.add(len(config.content_layers))
+        # Every candidate gets its turn first in some trial: no layer is favoured by its place.
+        study.tell(trial, 0.0)
+    assert counts == {2, 3}
+    firsts = {layer for t in study.trials for layer in t.params if layer.startswith("use_")}
+    assert len(firsts) == 5
+    # All flags say yes: only max_layers are taken. All say no: min_layers are forced.
+    yes = {f"use_{n}": True for n in ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"]}
+    assert len(s.suggest(optuna.trial.FixedTrial({**yes, "pixel_weight": 0.0})).content_layers) == 3
+    no = {k: False for k in yes}
+    assert len(s.suggest(optuna.trial.FixedTrial({**no, "pixel_weight": 0.0})).content_layers) == 2
+
+
+def test_nothing_to_optimise_is_infeasible():
+    s = space("sr_relu")
+    no = {f"use_{n}": False for n in ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"]}
+    with pytest.raises(Infeasible, match="nothing to optimise"):
+        s.suggest(optuna.trial.FixedTrial({**no, "pixel_weight": 0.0}))
+
+
+def test_arch_search_is_conditional():
+    s = space(
+        "sr_relu",
+        arch=["vgg16", "vgg19"],
+        content={
+            "candidates": {"vgg16": ["relu2_2"], "vgg19": ["relu5_4"]},
+            "min_layers": 1,
+            "max_layers": 1,
+            "weight": 1.0,
+        },
+    )
+    config = s.suggest(optuna.trial.FixedTrial({"arch": "vgg19", "use_relu5_4": True, "pixel_weight": 0.0}))
+    assert config.arch == "vgg19" and config.content_layers == {"relu5_4": 1.0}
+
+
+def test_grid_needs_discrete_space():
+    with pytest.raises(SpaceError, match="grid needs a space without"):
+        space("sr_relu").grid()
+    grid = space(
+        "sr_relu",
+        content={
+            "candidates": ["relu1_2", "relu2_2"],
+            "min_layers": 0,
+            "max_layers": 2,
+            "weight": [1.0, 2.0],
+        },
+    ).grid()
+    assert grid["use_relu1_2"] == [True, False] and grid["w_relu2_2"] == [1.0, 2.0]
+    assert grid["pixel_weight"] == [0.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"content": {"candidates": ["relu9_9"]}}, r"unknown layer 'relu9_9'"),
+        ({"content": {"candidates": ["relu5_4"]}}, r"relu5_4.*exists in vgg19"),
+        ({"arch": "resnet50"}, r"search_space.arch: unknown loss network architecture"),
+        (
+            {"content": {"candidates": ["relu1_2"], "min_layers": 2, "max_layers": 3}},
+            r"min_layers <= the 1 candidates",
+        ),
+        (
+            {"content": {"candidates": ["relu1_2"], "weight": {"low": 2.0, "high": 1.0}}},
+            r"empty or invalid range",
+        ),
+        ({"content": {"candidates": []}}, r"candidates is empty"),
+        ({"criterion": "huber"}, r"criterion: unknown"),
+        ({"content": {"candidates": ["relu1_2"], "typo": 1}}, r"unknown key\(s\) typo"),
+        (
+            {"content_style_ratio": {"low": 0.0, "high": 1.0}, "style": {"candidates": ["relu1_2"]}},
+            r"content_style_ratio: empty or invalid range",
+        ),
+    ],
+)
+def test_bad_spaces(changes, message):
+    with pytest.raises(SpaceError, match=message):
+        space("sr_relu", **changes)
