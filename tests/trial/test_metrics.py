@@ -49,14 +49,25 @@ def squeeze_metric() -> LPIPSMetric:
         return LPIPSMetric(net="squeeze", weights="random")
 
 
-def test_metric_directions():
-    assert METRIC_DIRECTIONS == {
-        "lpips": "minimize",
-        "psnr_y": "maximize",
-        "ssim_y": "maximize",
-        "content_lpips": "minimize",
-        "style_distance": "minimize",
+def test_metric_directions_prefer_the_perfect_output(squeeze_metric: LPIPSMetric):
+    # Each metric's direction must rank a perfect output above a noisy one; a wrong direction would make
+    # every study search for the worst layers.
+    target = _rand(2, 3, 32, 32, seed=1)
+    noisy = (target + 0.2 * _rand(2, 3, 32, 32, seed=2) - 0.1).clamp(0, 1)
+    style = _rand(1, 3, 32, 32, seed=3)
+    score = {
+        "lpips": lambda out: squeeze_metric(out, target),
+        "content_lpips": lambda out: squeeze_metric(out, target),
+        "psnr_y": lambda out: psnr_y(out, target, 4),
+        "ssim_y": lambda out: ssim_y(out, target, 4),
+        "style_distance": lambda out: style_distance(squeeze_metric, out, style),
     }
+    perfect = {"style_distance": style.expand(2, -1, -1, -1)}
+    assert set(score) == set(METRIC_DIRECTIONS)
+    for name, direction in METRIC_DIRECTIONS.items():
+        best = float(score[name](perfect.get(name, target)).mean())
+        worse = float(score[name](noisy).mean())
+        assert (best < worse) if direction == "minimize" else (best > worse), (name, direction, best, worse)
 
 
 @pytest.mark.parametrize(
