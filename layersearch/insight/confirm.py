@@ -579,6 +579,10 @@ def _per_seed(jobs: optuna.Study, names: Sequence[str]) -> dict[str, list[dict[s
     return {key: [by_seed[s] for s in sorted(by_seed)] for key, by_seed in rows.items()}
 
 
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
 def _cost_line(name: str, candidates: Sequence[Candidate], settings: Settings, done: int, trial_steps: int,
                n_trials: int) -> str:
     n_top = min(settings.top_k, len(candidates))
@@ -643,8 +647,8 @@ def run_confirm(cfg: Mapping[str, Any]) -> ConfirmResult:
                 left = queued()
                 if result.ran == 1 and left:
                     each = time.perf_counter() - started
-                    log(f"first run took {each:.0f} s; about {each * left / 60:.1f} min for the {left} runs still "
-                        "queued (less with more confirm processes)")
+                    log(f"first run took {_duration(each)}; about {_duration(each * left)} for the {left} runs "
+                        "still queued (less with more confirm processes)")
                 bar.total = bar.n + 1 + left
                 bar.update(1)
         finally:
