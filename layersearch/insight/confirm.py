@@ -634,13 +634,13 @@ def run_confirm(cfg: Mapping[str, Any]) -> ConfirmResult:
 
     tracking = _Tracking(cfg, study.study_name, url, random_weights)
     if queued():
-        ctx = _Context(None, cfg, settings, objectives, tracking, log)
+        # Built once per process, only when there is work, and before a job is claimed: a task that cannot be
+        # built (weights offline, a missing data folder) must not leave a claimed job behind.
+        task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], resolve_device(cfg["trainer"]["device"]))
+        ctx = _Context(task, cfg, settings, objectives, tracking, log)
         bar = tqdm(total=queued(), desc=f"confirm {study.study_name}", unit="run", position=0)
         try:
             while (trial := _claim(jobs, url)) is not None:
-                if ctx.task is None:  # built once per process, and only when there is work
-                    ctx.task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"],
-                                          resolve_device(cfg["trainer"]["device"]))
                 started = time.perf_counter()
                 _run_job(jobs, trial, ctx)
                 result.ran += 1

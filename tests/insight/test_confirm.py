@@ -261,8 +261,8 @@ def test_confirm_runs_records_resumes_with_more_seeds_and_exports(tmp_path, caps
     monkeypatch.setattr(StudyTracker, "log_metrics", broken)
     capsys.readouterr()
     assert main(["confirm", *base, "confirm.seeds=3"]) == 0
-    warned = [line for line in capsys.readouterr().err.splitlines() if "MLflow" in line]
-    assert warned == ["warning: MLflow: RuntimeError: tracking store down; confirm results are still recorded in "
+    warned = [line.split("warning: ", 1)[1] for line in capsys.readouterr().err.splitlines() if "warning: MLflow" in line]
+    assert warned == ["MLflow: RuntimeError: tracking store down; confirm results are still recorded in "
                       "Optuna and confirm.json, not in MLflow"]
     jobs, done = _complete_jobs(tmp_path)
     assert len(done) == 6 and len(jobs.trials) == 6
@@ -274,6 +274,8 @@ def test_confirm_runs_records_resumes_with_more_seeds_and_exports(tmp_path, caps
     capsys.readouterr()
     assert main(["confirm", *base, "confirm.seeds=3"]) == 0
     assert "6 runs already done" in capsys.readouterr().out
+    runs = client.search_runs([experiment.experiment_id], "tags.`layersearch.confirm_summary` = 'true'")
+    assert len(runs) == 1  # each rewrite replaces the summary run
     assert len(optuna.load_study(study_name="s.confirm", storage=f"sqlite:///{tmp_path}/studies/s/optuna.db").trials) == 6
 
     # A different budget would average unlike runs: refused, naming how to start over.
