@@ -455,7 +455,8 @@ def summarise(study_name: str, random_weights: bool, settings: Settings, objecti
         c["long_rank"] = rank
     paired = [c for c in configs if primary in c["mean"] and primary in c["short_run"]]
     correlation = rank_correlation([c["short_run"][primary] for c in paired], [c["mean"][primary] for c in paired])
-    short_best = min(paired, key=lambda c: c["short_run"][primary] if lower else -c["short_run"][primary], default=None)
+    short_best = min((c for c in configs if primary in c["short_run"]), default=None,
+                     key=lambda c: c["short_run"][primary] if lower else -c["short_run"][primary])
     winner = scored[0] if scored else None
     comparisons = []
     for base in configs:
