@@ -27,6 +27,7 @@ commands:
   sweep [overrides]               run or resume an Optuna study of short trials, recorded in MLflow
   export [overrides]              write the best layer config of study.name (studies/<name>/best.yaml)
   ui [overrides] [port=5000]      the MLflow dashboard on 127.0.0.1 for study.name
+  confirm [overrides]             retrain study.name's top configs and baselines longer, over seeds: does the winner hold?
 
 Commands that take overrides compose conf/config.yaml with Hydra: key=value, group=option.
   --cfg job          print the composed config and exit
@@ -167,7 +168,10 @@ def format_result(result) -> str:
 
 
 def run_export(cfg: DictConfig) -> int:
-    from .search.export import export_study
+    if cfg.export.get("source") == "confirm":
+        from .insight.confirm import export_confirmed as export_study
+    else:
+        from .search.export import export_study
 
     paths = export_study(to_container(cfg))
     for path in paths:
@@ -183,6 +187,19 @@ def run_ui(cfg: DictConfig) -> int:
     return serve(str(cfg.tracking.uri), str(cfg.study.name), port=int(cfg.get("port", 5000)))
 
 
+def run_confirm(cfg: DictConfig) -> int:
+    from .insight import confirm
+
+    result = confirm.run_confirm(to_container(cfg))
+    if result.summary is None:
+        print(f"{result.pending} of {result.jobs} runs are still queued or running elsewhere; no results written yet")
+        return 0
+    print("\n".join(confirm.summary_lines(result.summary)))
+    for path in result.paths:
+        print(f"wrote {path}")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "layers": cmd_layers,
     "train": with_config("train", run_train),
@@ -190,6 +207,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "sweep": with_config("sweep", run_sweep),
     "export": with_config("export", run_export),
     "ui": with_config("ui", run_ui),
+    "confirm": with_config("confirm", run_confirm),
 }
 
 

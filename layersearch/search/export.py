@@ -21,6 +21,7 @@ from ..outputs import RANDOM_BANNER, atomic_write_text
 from .storage import StudyError, load_study, redact
 
 FORMATS = ("yaml", "json", "basicsr")
+SOURCES = ("study", "confirm")  # export.source: confirm is chosen by layersearch.insight.confirm.export_confirmed
 
 
 class ExportError(StudyError):
@@ -106,12 +107,25 @@ def _render(config: dict[str, Any], fmt: str) -> str:
         config, sort_keys=False)
 
 
-def export_study(cfg: Mapping[str, Any]) -> list[Path]:
-    """Write the best trial's layer config (or the Pareto front) of ``study.name``; return the files written."""
+def export_study(cfg: Mapping[str, Any], chosen: dict[str, Any] | None = None) -> list[Path]:
+    """Write the best trial's layer config (or the Pareto front) of ``study.name``; return the files written.
+
+    Args:
+        chosen: a layer config with provenance picked elsewhere (``export.source=confirm``: the winner of
+            `layersearch confirm`), written instead of the study's best trial.
+    """
     export_cfg, study_cfg = cfg["export"], cfg["study"]
     fmt = str(export_cfg.get("format", "yaml"))
     if fmt not in FORMATS:
         raise StudyError(f"unknown export.format {fmt!r}; choose one of: {', '.join(FORMATS)}")
+    source = str(export_cfg.get("source") or "study")
+    if source not in SOURCES:
+        raise StudyError(f"unknown export.source {source!r}; choose one of: {', '.join(SOURCES)}")
+    if (source == "confirm") != (chosen is not None):
+        raise ValueError("export.source=confirm goes through layersearch.insight.confirm.export_confirmed")
+    if chosen is not None and export_cfg.get("pareto"):
+        raise ExportError("export.pareto=true writes the study's Pareto front; export.source=confirm writes one "
+                          "config, the confirmation's winner")
     studies_dir = cfg["paths"]["studies_dir"]
     study, url = load_study(study_cfg, studies_dir)
     objectives = list(study.user_attrs.get("objectives") or [f"objective_{i}" for i in range(len(study.directions))])
@@ -143,6 +157,6 @@ def export_study(cfg: Mapping[str, Any]) -> list[Path]:
     else:
         best = sorted(complete, key=lambda t: t.values[index], reverse=not minimise)[0]
         out = Path(export_cfg.get("out") or root / f"best.{suffix}")
-        rendered = {out: _render(provenance_config(study, best, objectives, url), fmt)}
+        rendered = {out: _render(chosen or provenance_config(study, best, objectives, url), fmt)}
     # Everything is rendered (and a basicsr misfit raised) before the first file is written.
     return [atomic_write_text(path, text) for path, text in rendered.items()]

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import re
+import threading
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,6 +25,7 @@ __all__ = [
     "HEARTBEAT_GRACE_S",
     "STORAGE_TIMEOUT_S",
     "StudyError",
+    "beating",
     "load_study",
     "open_storage",
     "record_heartbeat",
@@ -33,6 +36,7 @@ __all__ = [
 
 STORAGE_TIMEOUT_S = 30
 HEARTBEAT_GRACE_S = 3600
+HEARTBEAT_INTERVAL_S = 60
 
 
 class StudyError(LayersearchError, ValueError):
@@ -105,7 +109,7 @@ def open_storage(url: str, create: bool = True) -> optuna.storages.BaseStorage:
     def connect() -> optuna.storages.BaseStorage:
         # Heartbeats are recorded by the trial runner at every evaluation, so the grace period must exceed
         # the time between two evaluations.
-        return optuna.storages.RDBStorage(url, heartbeat_interval=60, grace_period=HEARTBEAT_GRACE_S)
+        return optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=HEARTBEAT_GRACE_S)
 
     pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
     future = pool.submit(connect)
@@ -142,3 +146,29 @@ def record_heartbeat(study: optuna.Study, trial: optuna.Trial) -> None:
     if Optuna changes it).
     """
     study._storage.record_heartbeat(trial._trial_id)
+
+
+@contextmanager
+def beating(study: optuna.Study, trial: optuna.Trial, interval_s: float = HEARTBEAT_INTERVAL_S) -> Iterator[None]:
+    """Keep ``trial`` alive from a background thread while the block runs (a beat now, then every ``interval_s``).
+
+    For runs whose evaluations can lie further apart than the grace period (a `confirm` job trains 10x a
+    trial): beating only at evaluations would let another process fail a trial that is still working.
+    """
+    record_heartbeat(study, trial)
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(interval_s):
+            try:
+                record_heartbeat(study, trial)
+            except Exception:  # a missed beat is harmless; the next one or the grace period covers it
+                pass
+
+    thread = threading.Thread(target=beat, name=f"heartbeat-{trial.number}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()

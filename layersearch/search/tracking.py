@@ -290,6 +290,43 @@ class StudyTracker:
         self.client.set_terminated(run_id, "FINISHED")
         return run_id
 
+    def start_run(
+        self,
+        name: str,
+        tags: dict[str, str],
+        params: dict[str, Any] | None = None,
+        layer_config: dict | None = None,
+        replace: bool = False,
+    ) -> str:
+        """Open a run that is not a sweep trial (a `confirm` job or summary); returns its run id.
+
+        `log_metrics`, `log_artifact` and `end_trial` then act on it as on a trial run. It carries no
+        `layersearch.trial` tag, so `trial_runs` leaves it out.
+
+        Args:
+            tags: run tags on top of the experiment's, e.g. `{"layersearch.confirm": "true"}`.
+            params: logged as params (values cut to MLflow's length limit).
+            layer_config: written as the artifact `layer_config.yaml` when given.
+            replace: delete earlier live runs of this experiment that carry all of `tags` first, so the
+                dashboard shows one (a summary run rewritten by a later command).
+        """
+        from mlflow.entities import Param
+
+        if replace and tags:
+            query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+            for old in self._all_runs(query):
+                self.client.delete_run(old.info.run_id)
+        self.run_id = self._new_run(name, {str(k): str(v) for k, v in tags.items()})
+        self._last_step = 0
+        self._nonfinite = []
+        self._log_batch(self.run_id, params=[Param(str(k), str(v)[:MAX_PARAM_CHARS]) for k, v in (params or {}).items()])
+        if layer_config is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                path = Path(tmp) / "layer_config.yaml"
+                path.write_text(yaml.safe_dump(layer_config, sort_keys=False))
+                self.client.log_artifact(self.run_id, str(path))
+        return self.run_id
+
 
 def _is_number(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)

@@ -10,7 +10,14 @@ import optuna
 import pytest
 from helpers import smoke
 
-from layersearch.search.storage import StudyError, load_study, record_heartbeat, sqlite_path, storage_url
+from layersearch.search.storage import (
+    StudyError,
+    beating,
+    load_study,
+    record_heartbeat,
+    sqlite_path,
+    storage_url,
+)
 
 
 def test_default_storage_lives_in_the_studies_dir():
@@ -67,3 +74,19 @@ def test_record_heartbeat_keeps_a_trial_alive_and_its_absence_fails_it(tmp_path)
     time.sleep(2.5)
     optuna.storages.fail_stale_trials(study)
     assert study.trials[0].state == optuna.trial.TrialState.FAIL  # no beat for longer than the grace period
+
+
+def test_beating_keeps_a_trial_alive_from_a_thread_while_the_block_runs(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=1, grace_period=1)
+        study = optuna.create_study(storage=storage)
+        trial = study.ask()
+    with beating(study, trial, interval_s=0.2):
+        time.sleep(2.5)  # longer than the grace period, with no beat from this thread
+        optuna.storages.fail_stale_trials(study)
+        assert study.trials[0].state == optuna.trial.TrialState.RUNNING
+    time.sleep(2.5)  # the thread has stopped
+    optuna.storages.fail_stale_trials(study)
+    assert study.trials[0].state == optuna.trial.TrialState.FAIL

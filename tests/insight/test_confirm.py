@@ -1,0 +1,293 @@
+"""`layersearch confirm`: candidates, settings, the summary's numbers, bad input, and runs read back from
+Optuna, MLflow and the files (the kill -9 and parallel runs are in test_confirm_processes.py)."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import mlflow
+import optuna
+import pytest
+import yaml
+from helpers import one_error_line, smoke
+
+from layersearch.cli import main
+from layersearch.insight import confirm
+from layersearch.insight.stats import welch_test
+from layersearch.search.tracking import StudyTracker
+
+MIN, MAX = "minimize", "maximize"
+
+
+def layers(*names: str, weights: str = "random", pixel: float = 0.0, criterion: str = "mse") -> dict:
+    return {"loss_net": {"arch": "vgg16", "weights": weights}, "content_layers": {n: 1.0 for n in names},
+            "style_layers": {}, "content_weight": 1.0, "style_weight": 0.0, "pixel_weight": pixel, "tv_weight": 0.0,
+            "criterion": criterion}
+
+
+def make_study(root, trials, name="s", objectives=("lpips", "psnr_y"), random_weights=True, **attrs) -> optuna.Study:
+    """A study as `layersearch sweep` leaves it, without training: ``trials`` = (values, layer_config, baseline)."""
+    cfg = smoke()
+    (root / "studies" / name).mkdir(parents=True, exist_ok=True)
+    directions = [{"lpips": MIN, "psnr_y": MAX, "ssim_y": MAX}[m] for m in objectives]
+    study = optuna.create_study(study_name=name, storage=f"sqlite:///{root}/studies/{name}/optuna.db",
+                                directions=directions)
+    study.set_user_attr("objectives", list(objectives))
+    study.set_user_attr("search_space", cfg["search_space"]["name"])
+    study.set_user_attr("task", cfg["task"]["_target_"])
+    study.set_user_attr("search_space_config", cfg["search_space"])
+    if random_weights:
+        study.set_user_attr("random_weights", True)
+    for key, value in attrs.items():
+        study.set_user_attr(key, value)
+    for values, layer_config, baseline in trials:
+        user_attrs = {"layer_config": layer_config, **({"baseline": baseline} if baseline else {})}
+        state = optuna.trial.TrialState.COMPLETE if values else optuna.trial.TrialState.PRUNED
+        study.add_trial(optuna.trial.create_trial(state=state, values=values, user_attrs=user_attrs))
+    return study
+
+
+TRIALS = [  # (lpips, psnr_y): #2 dominates #0; the Pareto front is #3, #1, #2, #4 by lpips
+    ((0.30, 20.0), layers("relu2_2"), "johnson_sr"),
+    ((0.20, 22.0), layers("relu1_2", "relu3_3"), None),
+    ((0.25, 25.0), layers("relu4_3"), None),
+    ((0.10, 18.0), layers("relu5_3"), None),
+    ((0.40, 30.0), layers(pixel=1.0), None),
+    (None, layers(pixel=1.0), "pixel"),  # pruned: no short-run values, not retrained
+]
+
+
+def test_candidates_are_the_pareto_front_by_the_primary_objective_then_the_baselines(tmp_path):
+    study = make_study(tmp_path, TRIALS)
+    objectives = [("lpips", MIN), ("psnr_y", MAX)]
+    picked = confirm.select_candidates(study, objectives, top_k=2)
+    assert [(c.key, c.baseline, c.label) for c in picked] == [
+        ("trial_3", None, "#3 relu5_3"), ("trial_1", None, "#1 relu1_2+relu3_3"), ("trial_0", "johnson_sr", "#0 johnson_sr")]
+    assert picked[0].short_run == {"lpips": 0.10, "psnr_y": 18.0}
+    # A top_k beyond the front takes the dominated trials next, best lpips first; no config twice.
+    assert [c.trial for c in confirm.select_candidates(study, objectives, top_k=10)] == [3, 1, 2, 4, 0]
+
+
+def test_candidates_of_a_single_objective_study_go_by_its_value(tmp_path):
+    trials = [((21.0,), layers("relu2_2"), "johnson_sr"), ((25.0,), layers("relu1_2"), None),
+              ((23.0,), layers("relu3_3"), None)]
+    study = make_study(tmp_path, trials, objectives=("psnr_y",))
+    picked = confirm.select_candidates(study, [("psnr_y", MAX)], top_k=1)
+    assert [c.key for c in picked] == ["trial_1", "trial_0"]
+
+
+def test_label_names_the_layers_or_the_baseline():
+    assert confirm.label(12, layers("relu2_2", "relu4_3")) == "#12 relu2_2+relu4_3"
+    assert confirm.label(0, layers("relu2_2"), "johnson_sr") == "#0 johnson_sr"
+    assert confirm.label(7, layers(pixel=1.0)) == "#7 pixel"
+
+
+def test_settings_default_to_ten_times_the_trial_and_keep_its_evaluation_count():
+    s = confirm.read_settings(smoke())  # smoke trainer: 4 steps, eval every 2
+    assert (s.top_k, s.seeds, s.steps, s.eval_every, s.alpha) == (5, (0, 1, 2), 40, 20, 0.05)
+    s = confirm.read_settings(smoke("confirm.seeds=2", "confirm.steps=7", "confirm.first_seed=3"))
+    assert (s.seeds, s.steps, s.eval_every) == ((3, 4), 7, 4)
+
+
+def _candidate(key, trial, baseline, short):
+    return confirm.Candidate(key, trial, baseline, f"#{trial} x", layers("relu2_2"), short)
+
+
+def test_summary_numbers_from_known_seed_results():
+    settings = confirm.Settings(top_k=2, seeds=(0, 1, 2), steps=40, eval_every=20, alpha=0.05)
+    objectives = [("lpips", MIN), ("psnr_y", MAX)]
+    candidates = [_candidate("trial_3", 3, None, {"lpips": 0.10, "psnr_y": 18.0}),
+                  _candidate("trial_1", 1, None, {"lpips": 0.20, "psnr_y": 22.0}),
+                  _candidate("trial_0", 0, "johnson_sr", {"lpips": 0.30, "psnr_y": 20.0})]
+    runs = {"trial_3": ([0.22, 0.24, 0.23], [25.0, 25.4, 25.2]),  # long-run order: 1, 3, 0 (short: 3, 1, 0)
+            "trial_1": ([0.10, 0.12, 0.11], [26.0, 26.5, 26.1]),
+            "trial_0": ([0.30, 0.31, 0.29], [26.0, 26.6, 25.9])}
+    per_seed = {key: [{"seed": s, "lpips": lp, "psnr_y": ps} for s, lp, ps in zip((0, 1, 2), *values, strict=True)]
+                for key, values in runs.items()}
+    per_seed["trial_0"].append({"seed": 3, "failed": "training loss became nan at step 9"})
+    out = confirm.summarise("s", True, settings, objectives, candidates, per_seed)
+
+    assert set(out) >= {"study", "random_weights", "steps", "seeds", "primary", "objectives", "configs",
+                        "rank_correlation", "winner", "comparisons"}
+    assert (out["study"], out["random_weights"], out["steps"], out["seeds"], out["primary"]) == ("s", True, 40, [0, 1, 2], "lpips")
+    assert out["objectives"] == [["lpips", "minimize"], ["psnr_y", "maximize"]]
+    by_key = {c["key"]: c for c in out["configs"]}
+    assert set(by_key["trial_3"]) >= {"key", "trial", "baseline", "label", "layer_config", "short_run", "mean", "std",
+                                      "n_seeds", "long_rank"}
+    assert by_key["trial_1"]["mean"]["lpips"] == pytest.approx(0.11)
+    assert by_key["trial_1"]["std"]["lpips"] == pytest.approx(0.01)  # sample std (n - 1)
+    assert by_key["trial_1"]["std"]["psnr_y"] == pytest.approx(statistics.stdev([26.0, 26.5, 26.1]))
+    assert by_key["trial_0"]["n_seeds"] == 3  # the diverged seed is left out of the means
+    assert [by_key[k]["long_rank"] for k in ("trial_3", "trial_1", "trial_0")] == [2, 1, 3]
+    # Short order (3, 1, 0) vs long order (1, 3, 0): one swap among three -> Spearman 0.5, Kendall 1/3.
+    assert out["rank_correlation"]["spearman"] == pytest.approx(0.5)
+    assert out["rank_correlation"]["kendall"] == pytest.approx(1 / 3)
+    assert out["rank_correlation"]["n"] == 3
+    assert (out["winner"], out["short_run_winner"]) == ("trial_1", "trial_3")
+
+    assert [(c["baseline"], c["metric"]) for c in out["comparisons"]] == [("johnson_sr", "lpips"), ("johnson_sr", "psnr_y")]
+    lp, ps = out["comparisons"]
+    expected = welch_test(runs["trial_1"][0], runs["trial_0"][0])
+    assert lp["difference"] == pytest.approx(0.11 - 0.30)
+    assert (lp["p_value"], lp["ci_low"], lp["ci_high"]) == (
+        pytest.approx(expected.p_value), pytest.approx(expected.ci_low), pytest.approx(expected.ci_high))
+    assert (lp["better_if"], lp["test"], lp["verdict"]) == ("lower", "welch_t", "better beyond seed noise")
+    assert (ps["better_if"], ps["verdict"]) == ("higher", "not distinguishable at 3 seeds")
+    text = confirm.render_markdown(out)
+    assert "RANDOM WEIGHTS" in text and "better beyond seed noise" in text and "#1 x" in text
+    assert "training loss became nan" in text
+
+
+# --- bad input: one line, exit 2, nothing written ------------------------------------------------------
+
+
+def _nothing_written(root, name="s"):
+    assert not (root / "studies" / name / "confirm").exists()
+    url = f"sqlite:///{root}/studies/{name}/optuna.db"
+    if (root / "studies" / name / "optuna.db").exists():
+        assert f"{name}.confirm" not in optuna.study.get_all_study_names(url)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["confirm.top_k=0"], "confirm.top_k must be >= 1"),
+    (["confirm.seeds=1"], "confirm.seeds must be >= 2 (a spread over seeds needs two)"),
+    (["confirm.steps=0"], "confirm.steps must be >= 1"),
+    (["confirm.steps=abc"], "confirm.steps must be a whole number >= 1, got 'abc'"),
+    (["confirm.alpha=2"], "confirm.alpha must be a number between 0 and 1"),
+    (["task=style"], "was run with task layersearch.trial.tasks.SuperResolution"),
+    (["search_space=sr_vgg19_pre_post"], "was run with search_space=sr_relu"),
+    (["study.name=nope", "study.storage=sqlite:///{root}/studies/s/optuna.db"], "no study named 'nope'"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, overrides, message):
+    make_study(tmp_path, TRIALS)
+    overrides = [o.format(root=tmp_path) for o in overrides]
+    code = main(["confirm", "preset=smoke", f"paths.studies_dir={tmp_path}/studies", "study.name=s", *overrides])
+    assert code == 2
+    assert message in one_error_line(capsys)
+    _nothing_written(tmp_path)
+
+
+def test_a_missing_study_storage_a_study_without_complete_trials_and_a_broken_space(tmp_path, capsys):
+    base = ["confirm", "preset=smoke", f"paths.studies_dir={tmp_path}/studies"]
+    assert main([*base, "study.name=absent"]) == 2
+    assert "no study storage" in one_error_line(capsys)
+    make_study(tmp_path, [(None, layers("relu2_2"), "johnson_sr")], name="empty")
+    assert main([*base, "study.name=empty"]) == 2
+    assert "has no complete trial yet" in one_error_line(capsys)
+    _nothing_written(tmp_path, "empty")
+    broken = smoke()["search_space"] | {"content": {"candidates": ["relu9_9"], "min_layers": 0, "max_layers": 1}}
+    make_study(tmp_path, TRIALS, name="moved", search_space_config=broken)
+    assert main([*base, "study.name=moved"]) == 2
+    assert "the search space of study 'moved' no longer composes" in one_error_line(capsys)
+    _nothing_written(tmp_path, "moved")
+    make_study(tmp_path, [((0.2, 20.0), {**layers("relu2_2"), "content_layers": {"relu9_9": 1.0}}, None)], name="old")
+    assert main([*base, "study.name=old"]) == 2
+    assert "the layer config of trial 0 no longer composes" in one_error_line(capsys)
+    _nothing_written(tmp_path, "old")
+
+
+def test_weights_unlike_the_sweeps_are_refused(tmp_path, capsys):
+    make_study(tmp_path, [((0.2, 20.0), layers("relu2_2", weights="imagenet"), None)], random_weights=False)
+    assert main(["confirm", "preset=smoke", f"paths.studies_dir={tmp_path}/studies", "study.name=s"]) == 2
+    assert "was scored with pretrained weights" in one_error_line(capsys)
+    _nothing_written(tmp_path)
+
+
+def test_export_from_a_confirmation_that_has_not_run(tmp_path, capsys):
+    make_study(tmp_path, TRIALS)
+    base = ["export", "preset=smoke", f"paths.studies_dir={tmp_path}/studies", "study.name=s"]
+    assert main([*base, "export.source=confirm"]) == 2
+    assert "has no finished confirmation" in one_error_line(capsys)
+    assert main([*base, "export.source=elsewhere"]) == 2
+    assert "unknown export.source 'elsewhere'; choose one of: study, confirm" in one_error_line(capsys)
+    assert not (tmp_path / "studies" / "s" / "best.yaml").exists()
+
+
+# --- a real confirmation, in process (pixel losses: no loss network, seconds on a CPU) ------------------
+
+
+PIXEL_TRIALS = [((0.30, 20.0), layers(pixel=1.0), "pixel"),
+                ((0.20, 22.0), layers(pixel=1.0, criterion="l1"), None),
+                ((0.25, 21.0), layers(pixel=0.5, criterion="l1"), None)]
+
+
+def _complete_jobs(root, name="s"):
+    jobs = optuna.load_study(study_name=f"{name}.confirm", storage=f"sqlite:///{root}/studies/{name}/optuna.db")
+    done = jobs.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    return jobs, {(t.user_attrs["confirm_key"], t.user_attrs["seed"]): t for t in done}
+
+
+@pytest.mark.slow
+def test_confirm_runs_records_resumes_with_more_seeds_and_exports(tmp_path, capsys, monkeypatch):
+    make_study(tmp_path, PIXEL_TRIALS)
+    base = ["preset=smoke", f"paths.studies_dir={tmp_path}/studies", "study.name=s", "confirm.top_k=1",
+            "confirm.steps=2"]
+    assert main(["confirm", *base, "confirm.seeds=2"]) == 0
+    out = capsys.readouterr().out
+    assert "RANDOM WEIGHTS" in out and "winner: #" in out
+
+    jobs, done = _complete_jobs(tmp_path)
+    assert sorted(done) == [("trial_0", 0), ("trial_0", 1), ("trial_1", 0), ("trial_1", 1)]
+    assert len(jobs.trials) == 4  # no job twice, nothing else queued
+    assert done["trial_1", 0].user_attrs["layer_config"] == PIXEL_TRIALS[1][1]
+    summary = json.loads((tmp_path / "studies/s/confirm/confirm.json").read_text())
+    assert summary["random_weights"] is True and summary["steps"] == 2 and summary["seeds"] == [0, 1]
+    by_key = {c["key"]: c for c in summary["configs"]}
+    assert set(by_key) == {"trial_1", "trial_0"} and by_key["trial_0"]["baseline"] == "pixel"
+    assert by_key["trial_1"]["mean"]["lpips"] == pytest.approx(
+        statistics.fmean(done["trial_1", s].values[0] for s in (0, 1)))
+    assert by_key["trial_1"]["n_seeds"] == 2 and by_key["trial_1"]["per_seed"][0]["curve"][-1][0] == 2
+    # The winner is compared with every baseline but itself, on both objectives.
+    expected = [("pixel", "lpips"), ("pixel", "psnr_y")] if summary["winner"] == "trial_1" else []
+    assert [(c["baseline"], c["metric"]) for c in summary["comparisons"]] == expected
+    assert (tmp_path / "studies/s/confirm/confirm.md").read_text().startswith("# Confirmation of study s\n\n**RANDOM")
+
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/studies/mlflow.db")
+    experiment = client.get_experiment_by_name("s")
+    runs = client.search_runs([experiment.experiment_id], "tags.`layersearch.confirm` = 'true'")
+    names = sorted(r.info.run_name for r in runs)
+    assert names == ["confirm #0 seed 0", "confirm #0 seed 1", "confirm #1 seed 0", "confirm #1 seed 1", "confirm summary"]
+    job_run = next(r for r in runs if r.info.run_name == "confirm #1 seed 1")
+    assert job_run.data.metrics["lpips"] == pytest.approx(done["trial_1", 1].values[0])
+    assert job_run.data.tags["layersearch.random_weights"] == "true" and "layersearch.trial" not in job_run.data.tags
+
+    # A third seed, with MLflow failing: only the two new runs train, Optuna keeps them, one warning line.
+    started = {key: t.datetime_start for key, t in done.items()}
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("tracking store down")
+
+    monkeypatch.setattr(StudyTracker, "log_metrics", broken)
+    capsys.readouterr()
+    assert main(["confirm", *base, "confirm.seeds=3"]) == 0
+    warned = [line.split("warning: ", 1)[1] for line in capsys.readouterr().err.splitlines() if "warning: MLflow" in line]
+    assert warned == ["MLflow: RuntimeError: tracking store down; confirm results are still recorded in "
+                      "Optuna and confirm.json, not in MLflow"]
+    jobs, done = _complete_jobs(tmp_path)
+    assert len(done) == 6 and len(jobs.trials) == 6
+    assert all(done[key].datetime_start == when for key, when in started.items())
+    summary = json.loads((tmp_path / "studies/s/confirm/confirm.json").read_text())
+    assert summary["seeds"] == [0, 1, 2] and all(c["n_seeds"] == 3 for c in summary["configs"])
+
+    # Everything done: nothing trains, the results are rewritten the same.
+    capsys.readouterr()
+    assert main(["confirm", *base, "confirm.seeds=3"]) == 0
+    assert "6 runs already done" in capsys.readouterr().out
+    runs = client.search_runs([experiment.experiment_id], "tags.`layersearch.confirm_summary` = 'true'")
+    assert len(runs) == 1  # each rewrite replaces the summary run
+    assert len(optuna.load_study(study_name="s.confirm", storage=f"sqlite:///{tmp_path}/studies/s/optuna.db").trials) == 6
+
+    # A different budget would average unlike runs: refused, naming how to start over.
+    assert main(["confirm", *base[:-1], "confirm.steps=3"]) == 2
+    assert "s.confirm was run with steps=2 (now 3)" in one_error_line(capsys)
+
+    assert main(["export", *base, "export.source=confirm"]) == 0
+    exported = yaml.safe_load((tmp_path / "studies/s/best.yaml").read_text())
+    winner = next(c for c in summary["configs"] if c["key"] == summary["winner"])
+    assert exported["provenance"]["source"] == "confirm" and exported["provenance"]["trial"] == winner["trial"]
+    assert exported["provenance"]["confirm"]["mean"] == pytest.approx(winner["mean"])
+    assert exported["provenance"]["random_weights"] is True
+    assert {k: exported[k] for k in winner["layer_config"]} == winner["layer_config"]
+    assert main(["export", *base, "export.source=confirm", "export.pareto=true"]) == 2
+    assert "export.source=confirm writes one config" in one_error_line(capsys)
