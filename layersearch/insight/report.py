@@ -8,9 +8,7 @@ import csv
 import io
 import json
 import math
-import os
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,12 +17,12 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from ..errors import OutputError
 from ..outputs import RANDOM_BANNER
 from ..search.storage import load_study, redact
 from ..search.tracking import ui_url
 from . import figures
 from .layout import Heading, Image, Link, Para, Table, render_html, render_markdown
+from .places import confirm_path, inspect_dir, replace_dir, report_dir, staging_dir
 from .records import StudyRuns, log_folder, trial_runs
 from .stats import (
     IMPORTANCE_METHOD,
@@ -40,20 +38,10 @@ from .stats import (
     trial_name,
 )
 
-__all__ = ["ReportResult", "build_report", "confirm_path", "inspect_dir", "write_report"]
+__all__ = ["ReportResult", "build_report", "write_report"]
 
 LAYER_COLUMNS = ["group", "layer", "n_with", "n_without", "median_with", "median_without", "difference",
                  "ci90_low", "ci90_high", "better_if", "top_decile_uses", "top_decile_size", "top_decile_median_weight"]
-
-
-def confirm_path(studies_dir: str | Path, study: str) -> Path:
-    """Where `layersearch confirm` leaves its results for a study."""
-    return Path(studies_dir) / study / "confirm" / "confirm.json"
-
-
-def inspect_dir(studies_dir: str | Path, study: str) -> Path:
-    """Where `layersearch inspect study.name=...` keeps the latest grid and JSON of a study."""
-    return Path(studies_dir) / study / "inspect"
 
 
 @dataclass
@@ -305,17 +293,6 @@ def write_report(summary: StudySummary, cfg: Mapping[str, Any], out_dir: Path, r
     return ["index.html", "report.md", *report.files]
 
 
-def _replace_dir(staging: Path, out: Path) -> None:
-    """Put ``staging`` at ``out``: readers see the old report or the new one, never a half-written one."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(staging, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def build_report(cfg: Mapping[str, Any]) -> ReportResult:
     """Write the report of ``cfg['study']['name']`` and log it to MLflow; the function `layersearch report` calls.
 
@@ -328,16 +305,11 @@ def build_report(cfg: Mapping[str, Any]) -> ReportResult:
     summary = summarize_study(study)
     uri = str(cfg["tracking"]["uri"])
     runs = trial_runs(uri, summary.name)
-    out = Path(studies_dir) / summary.name / "report"
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".report-staging-", dir=out.parent))
-    except OSError as err:
-        raise OutputError(f"cannot write the report under {out.parent}: {err.strerror or err}") from None
+    out = report_dir(studies_dir, summary.name)
+    staging = staging_dir(out)
     try:
         files = write_report(summary, cfg, staging, runs)
-        staging.chmod(0o755)
-        _replace_dir(staging, out)
+        replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
