@@ -100,12 +100,12 @@ class _Report:
                 ["loss-net weights", ", ".join(s.loss_net_weights)], ["LPIPS (net/weights)", lpips],
                 ["random weights", "yes" if s.random_weights else "no"],
                 ["written", time.strftime("%Y-%m-%d %H:%M:%S")]]
-        self.blocks.append(Table(["", ""], rows))
+        self.blocks.append(Table(["", "this study"], rows))
 
     def section_answer(self, front: list[FrozenTrial]) -> None:
         s = self.s
         self.blocks.append(Heading("The answer"))
-        title = "best config" if len(s.objectives) == 1 else f"Pareto front ({len(front)} trials)"
+        title = "best config" if len(s.objectives) == 1 else f"Pareto front ({len(front)} trial{'s' * (len(front) != 1)})"
         self.blocks.append(Para(f"{title}, from the short trials of the search:"))
         self.blocks.append(Table(["trial", "layers and weights", *s.metrics],
                                  [[trial_name(t), layers_label(t.user_attrs["layer_config"]),
