@@ -224,3 +224,30 @@ def test_fake_study_records_what_the_sweep_records():
     assert set(study.user_attrs) >= {"objectives", "search_space", "task", "search_space_config", "random_weights"}
     assert all("layer_config" in t.user_attrs for t in study.trials)
     assert isinstance(study, optuna.Study)
+
+
+def test_style_study_plots_the_ratio_and_the_style_front(tmp_path):
+    import numpy as np
+
+    (tmp_path / "studies" / "st").mkdir(parents=True)
+    study = optuna.create_study(study_name="st", storage=f"sqlite:///{tmp_path}/studies/st/optuna.db",
+                                directions=["minimize", "minimize"])
+    study.set_user_attr("objectives", ["content_lpips", "style_distance"])
+    study.set_user_attr("task", "layersearch.trial.tasks.StyleTransfer")
+    study.set_user_attr("search_space", "style_johnson")
+    study.set_user_attr("search_space_config", {"arch": "vgg16", "content": {"candidates": ["relu2_2", "relu3_3"]},
+                                                "style": {"candidates": ["relu1_2", "relu2_2", "relu3_3"]}})
+    rng = np.random.default_rng(0)
+    for i in range(10):
+        ratio = float(10 ** rng.uniform(-6, -2))
+        lc = {"loss_net": {"arch": "vgg16", "weights": "imagenet"}, "content_layers": {"relu2_2": 1.0},
+              "style_layers": {"relu1_2": 1.0, **({"relu3_3": 2.0} if i % 2 else {})}, "content_weight": 1.0,
+              "style_weight": 1 / ratio, "pixel_weight": 0.0, "tv_weight": 0.0, "criterion": "mse"}
+        study.add_trial(optuna.trial.create_trial(values=[0.3 + 0.01 * np.log10(ratio), 1e-3 - 1e-4 * np.log10(ratio)],
+                                                  user_attrs={"layer_config": lc}))
+    cfg = smoke(f"paths.studies_dir={tmp_path}/studies", "study.name=st", f"tracking.uri=sqlite:///{tmp_path}/m.db")
+    folder = build_report(cfg).out_dir
+    images = check_html(folder)
+    assert {"style_ratio.png", "style_pareto.png"} <= set(images)
+    md = (folder / "report.md").read_text()
+    assert "relu3_3 (style)" in md and "log10_content_style_ratio" in md and "RANDOM" not in md
