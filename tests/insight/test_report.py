@@ -251,3 +251,21 @@ def test_style_study_plots_the_ratio_and_the_style_front(tmp_path):
     assert {"style_ratio.png", "style_pareto.png"} <= set(images)
     md = (folder / "report.md").read_text()
     assert "relu3_3 (style)" in md and "log10_content_style_ratio" in md and "RANDOM" not in md
+
+
+@pytest.mark.slow
+def test_report_of_a_real_sweep_through_the_console_script(tmp_path):
+    """What `make demo` does, at smoke size: sweep, then report; every section, links to the real runs."""
+    from helpers import run_cli
+
+    args = ["preset=smoke", "study.name=demo", "study.n_trials=3", "study.pruner=none"]
+    sweep = run_cli(["sweep", *args], tmp_path)
+    assert sweep.returncode == 0, sweep.stderr[-2000:]
+    report = run_cli(["report", *args], tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "wrote studies/demo/report/index.html" in report.stdout and "logged to MLflow run" in report.stdout
+    folder = tmp_path / "studies" / "demo" / "report"
+    md = (folder / "report.md").read_text()
+    assert all(f"## {s}" in md for s in SECTIONS) and "johnson_sr" in md
+    assert md.count("/runs/") == 3  # each complete trial links to its own MLflow run
+    check_html(folder)
