@@ -28,6 +28,8 @@ commands:
   export [overrides]              write the best layer config of study.name (studies/<name>/best.yaml)
   ui [overrides] [port=5000]      the MLflow dashboard on 127.0.0.1 for study.name
   confirm [overrides]             retrain study.name's top configs and baselines longer, over seeds: does the winner hold?
+  report [overrides]              which layers matter in study.name: studies/<name>/report/index.html
+  inspect [overrides]             what each layer keeps of an image (feature/style inversion grid)
 
 Commands that take overrides compose conf/config.yaml with Hydra: key=value, group=option.
   --cfg job          print the composed config and exit
@@ -200,6 +202,37 @@ def run_confirm(cfg: DictConfig) -> int:
     return 0
 
 
+def run_report(cfg: DictConfig) -> int:
+    from .insight.report import build_report
+
+    result = build_report(to_container(cfg))
+    if result.random_weights:
+        print(RANDOM_BANNER)
+    for note in result.notes:
+        print(note)
+    if result.mlflow_run:
+        print(f"logged to MLflow run {result.mlflow_run} (artifacts/report)")
+    print(f"wrote {result.out_dir}/index.html, report.md, layers.csv and {len(result.files) - 3} more files "
+          f"in {result.seconds:.1f} s")
+    return 0
+
+
+def run_inspect(cfg: DictConfig) -> int:
+    from .insight.inspect import inspect_layers
+
+    result = inspect_layers(to_container(cfg))
+    if result.random_weights:
+        print(RANDOM_BANNER)
+    rows = {r["layer"]: {"feature psnr_y": r["feature"]["psnr_y"], "feature lpips": r["feature"]["lpips"],
+                         "style psnr_y": r["style"]["psnr_y"], "style lpips": r["style"]["lpips"]}
+            for r in result.layers}
+    print(format_table(rows, ["feature psnr_y", "feature lpips", "style psnr_y", "style lpips"]))
+    for line in result.notes:
+        print(line)
+    print(f"wrote {result.out_dir}/inspect.png, inspect.json in {result.seconds:.0f} s")
+    return 0
+
+
 COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "layers": cmd_layers,
     "train": with_config("train", run_train),
@@ -208,6 +241,8 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "export": with_config("export", run_export),
     "ui": with_config("ui", run_ui),
     "confirm": with_config("confirm", run_confirm),
+    "report": with_config("report", run_report),
+    "inspect": with_config("inspect", run_inspect),
 }
 
 

@@ -78,8 +78,11 @@ def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]
 
 
 def save_grid(path: str | Path, titles: Sequence[str], rows: Sequence[Sequence[torch.Tensor]],
-              caption: str = "") -> Path:
-    """A PNG grid of ``3 x H x W`` images in [0, 1]: one row per example, one titled column per kind."""
+              caption: str = "", row_labels: Sequence[str] = ()) -> Path:
+    """A PNG grid of ``3 x H x W`` images in [0, 1]: one row per example, one titled column per kind.
+
+    ``row_labels`` (optional) name the rows on the left.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -93,6 +96,8 @@ def save_grid(path: str | Path, titles: Sequence[str], rows: Sequence[Sequence[t
             ax.imshow(image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy(), interpolation="nearest")
             ax.set_xticks([])
             ax.set_yticks([])
+            if c == 0 and r < len(row_labels):
+                ax.set_ylabel(row_labels[r], fontsize=11)
             if r == 0:
                 ax.set_title(titles[c])
     if caption:

@@ -95,16 +95,30 @@ class FeatureExtractor(nn.Module):
         # Frozen network: BatchNorm-free, but keep eval semantics even inside a model's .train().
         return super().train(False)
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, layers=None) -> dict[str, torch.Tensor]:
+        """``{name: N x C x h x w}`` for every requested layer, or for ``layers`` (a subset) only.
+
+        With ``layers`` the pass stops after the deepest of them, so shallow layers of a deep extractor cost
+        only what they need (feature inversion optimises one layer at a time).
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected an N x 3 x H x W RGB batch in [0, 1], got shape {tuple(images.shape)}")
+        wanted = self._index_to_name
+        if layers is not None:
+            missing = [n for n in layers if n not in self.layers]
+            if missing or not layers:
+                raise ValueError(f"layers {missing or '[]'} are not among this extractor's {self.layers}")
+            wanted = {i: n for i, n in self._index_to_name.items() if n in set(layers)}
+        last = max(wanted)
         x = (images - self.mean) / self.std
         out: dict[str, torch.Tensor] = {}
         for index, module in enumerate(self.body):
             x = module(x)
-            name = self._index_to_name.get(index)
+            name = wanted.get(index)
             if name is not None:
                 out[name] = x
+            if index == last:
+                break
         return out
 
     def extra_repr(self) -> str:

@@ -27,6 +27,17 @@ def test_returns_exactly_requested_layers(images):
     assert out["conv3_4"].shape == (2, 256, 8, 8)
 
 
+def test_a_subset_of_layers_stops_early_and_matches_the_full_pass(images):
+    extractor = FeatureExtractor("vgg16", ["conv1_2", "relu2_2", "relu5_3"], weights="random")
+    full = extractor(images)
+    part = extractor(images, layers=["conv1_2", "relu2_2"])
+    assert list(part) == ["conv1_2", "relu2_2"]
+    for name, value in part.items():
+        torch.testing.assert_close(value, full[name])
+    with pytest.raises(ValueError, match="relu3_3"):
+        extractor(images, layers=["relu3_3"])
+
+
 def test_conv_output_is_pre_activation(images):
     ext = FeatureExtractor("vgg16", ["conv2_2", "relu2_2"], weights="random")
     out = ext(images)

@@ -1,0 +1,244 @@
+"""`layersearch inspect`: what each loss-network layer keeps of an image, by inverting it from noise.
+
+After Mahendran & Vedaldi 2015 and Johnson et al. 2016 (Fig. 3): for each chosen layer, optimise an image,
+started from noise, so that its features at that layer match the target's (feature reconstruction), and so
+that its Gram matrices at every chosen layer up to that one match (style reconstruction), each with a small
+total-variation prior. Shallow layers give the image back almost exactly; deep layers keep layout and lose
+pixels, and style reconstructions keep textures and lose layout.
+
+Optimiser: L-BFGS with a strong-Wolfe line search. These are smooth, deterministic, full-batch problems on
+one image, where L-BFGS converges in far fewer iterations than Adam and needs no learning rate, which
+differs by orders of magnitude between a relu1_2 match and a Gram match (Gatys et al. and Johnson's
+neural-style use it for the same reason). Losses are normalised by the target's energy
+(``|F(x) - F(t)|^2 / |F(t)|^2``, as in Mahendran & Vedaldi) so one TV weight suits every layer.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import ConfigValueError, LayersearchError, OutputExistsError
+from ..lossnet.features import FeatureExtractor
+from ..lossnet.layers import layer_info, layer_names, validate_layers
+from ..lossnet.loss import gram_matrix, total_variation
+from ..lossnet.weights import any_random, weights_label
+from ..outputs import RANDOM_BANNER, atomic_write_json, save_grid, timestamped_dir
+from ..search.storage import StudyError, load_study
+from ..trial.data import center_crop
+from ..trial.metrics import LPIPSMetric, psnr_y
+from ..trial.tasks import load_style_image
+from .places import inspect_dir, replace_dir, staging_dir
+from .records import log_folder
+
+__all__ = ["InspectError", "InspectResult", "inspect_layers", "invert", "study_candidates"]
+
+
+class InspectError(LayersearchError, ValueError):
+    """Settings `layersearch inspect` cannot use (an image size below a layer's stride, no layers)."""
+
+
+@dataclass
+class InspectResult:
+    out_dir: Path
+    layers: list[dict[str, Any]]
+    random_weights: bool
+    seconds: float
+    notes: list[str] = field(default_factory=list)
+
+
+def study_candidates(space_config: Mapping[str, Any], arch: str) -> list[str]:
+    """Content and style candidates of a search space, in network order, without repeats."""
+    names: list[str] = []
+    for group in ("content", "style"):
+        spec = space_config.get(group) or {}
+        raw = spec.get("candidates") or []
+        if isinstance(raw, Mapping):
+            raw = raw.get(arch) or [n for v in raw.values() for n in v]
+        names += [str(n) for n in raw]
+    order = {n: i for i, n in enumerate(layer_names(arch))}
+    return sorted(dict.fromkeys(names), key=lambda n: order.get(n, 10_000))
+
+
+def _choose_layers(cfg: Mapping[str, Any]) -> tuple[str, list[str], str | None, list[str]]:
+    """(arch, layers, the study's name when one was found, notes) from ``inspect.layers``, the study or the space."""
+    notes: list[str] = []
+    study_name = None
+    space = cfg["search_space"]
+    try:
+        study, _ = load_study(cfg["study"], cfg["paths"]["studies_dir"])
+        space = study.user_attrs.get("search_space_config") or space
+        study_name = study.study_name
+    except StudyError:
+        notes.append(f"no study named {cfg['study']['name']!r}: layers from search_space={space.get('name')}")
+    archs = space.get("arch") or cfg["loss_net"]["arch"]
+    arch = archs if isinstance(archs, str) else (cfg["loss_net"]["arch"] if cfg["loss_net"]["arch"] in archs
+                                                 else list(archs)[0])
+    chosen = cfg["inspect"].get("layers")
+    if isinstance(chosen, str):
+        chosen = [chosen]
+    layers = validate_layers(arch, chosen) if chosen else study_candidates(space, arch)
+    if not layers:
+        raise InspectError("no layers to inspect: set inspect.layers=[relu1_2,relu2_2,...]")
+    order = {n: i for i, n in enumerate(layer_names(arch))}
+    return arch, sorted(dict.fromkeys(layers), key=order.__getitem__), study_name, notes
+
+
+def _number(section: Mapping[str, Any], key: str, cast, low: float) -> Any:
+    try:
+        value = cast(section[key])
+    except (TypeError, ValueError):
+        raise ConfigValueError(f"inspect.{key} must be a number, got {section[key]!r}") from None
+    if value < low:
+        raise ConfigValueError(f"inspect.{key} must be >= {low}, got {value}")
+    return value
+
+
+def load_target(spec: str, size: int) -> torch.Tensor:
+    """``sample:<name>`` or a path, resized (shorter side) and centre-cropped to ``1 x 3 x size x size`` in [0, 1]."""
+    return center_crop(load_style_image(str(spec), size), size)[None].contiguous()
+
+
+def invert(extractor: FeatureExtractor, target: torch.Tensor, layers: Sequence[str], kind: str, steps: int,
+           tv_weight: float, seed: int, desc: str = "") -> tuple[torch.Tensor, float]:
+    """Optimise an image from noise until its ``kind`` statistics at ``layers`` match ``target``'s.
+
+    Args:
+        extractor: produces every name in ``layers``.
+        target: ``1 x 3 x H x W`` RGB in [0, 1].
+        layers: one layer for ``kind='feature'``; the cumulative set for ``kind='style'`` (Gram matrices).
+        steps: forward/backward passes L-BFGS may spend (its line search uses several per iteration).
+        tv_weight: weight of the total-variation prior.
+        seed: seeds the starting noise.
+
+    Returns:
+        (the reconstruction ``1 x 3 x H x W`` clamped to [0, 1], the final normalised matching loss without TV).
+    """
+    def stats(x: torch.Tensor) -> dict[str, torch.Tensor]:
+        feats = extractor(x, layers=list(layers))
+        return feats if kind == "feature" else {k: gram_matrix(v) for k, v in feats.items()}
+
+    with torch.no_grad():
+        goal = stats(target)
+        energy = {k: v.pow(2).sum().clamp_min(1e-12) for k, v in goal.items()}
+    def match(x: torch.Tensor) -> torch.Tensor:
+        current = stats(x)
+        return sum((current[k] - goal[k]).pow(2).sum() / energy[k] for k in goal)
+
+    generator = torch.Generator().manual_seed(seed)
+    image = torch.rand(target.shape, generator=generator).mul_(0.2).add_(0.4).requires_grad_(True)
+    # max_eval caps the forward/backward passes, so `steps` fixes the cost whatever the line search does.
+    optimizer = torch.optim.LBFGS([image], lr=1.0, max_iter=steps, max_eval=steps, history_size=20,
+                                  line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
+    bar = tqdm(total=steps, desc=desc, unit="eval", leave=False)
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = match(image) + tv_weight * total_variation(image)
+        loss.backward()
+        bar.update(1)
+        return loss
+
+    optimizer.step(closure)
+    bar.close()
+    with torch.no_grad():
+        return image.detach().clamp(0, 1), float(match(image))
+
+
+def _column_title(arch: str, name: str) -> str:
+    info = layer_info(arch, name)
+    return f"{name}\n{info.channels} ch, stride {info.stride}\nRF {info.receptive_field}px"
+
+
+def inspect_layers(cfg: Mapping[str, Any]) -> InspectResult:
+    """Feature and style reconstructions for every chosen layer -> ``inspect.png`` and ``inspect.json``.
+
+    Written to ``out_dir`` (default ``<paths.outputs_dir>/inspect/<time>``) through a staging folder; when
+    ``study.name`` names a study, also copied to ``<studies_dir>/<name>/inspect/`` (the report embeds it) and
+    logged to the study's MLflow experiment as a run named ``inspect``.
+
+    Raises:
+        LayersearchError: an unknown layer, unreadable image, size below the deepest layer's stride, bad
+            numbers, an existing non-empty out_dir; nothing is written.
+    """
+    started = time.perf_counter()
+    section = cfg["inspect"]
+    size = _number(section, "size", int, 1)
+    steps = _number(section, "steps", int, 1)
+    tv_weight = _number(section, "tv_weight", float, 0.0)
+    seed = int(section.get("seed", 0))
+    arch, layers, study_name, notes = _choose_layers(cfg)
+    deepest = layer_info(arch, layers[-1])
+    if size < deepest.stride:
+        raise InspectError(f"inspect.size={size} is below the stride {deepest.stride} of {deepest.name}: its "
+                           f"features would have no pixel; use inspect.size >= {deepest.stride}")
+    target = load_target(str(section["image"]), size)
+    out = Path(cfg.get("out_dir") or timestamped_dir(cfg["paths"]["outputs_dir"], "inspect"))
+    if out.exists() and any(out.iterdir()):
+        raise OutputExistsError(f"out_dir {out} already holds files; choose another (nothing was overwritten)")
+
+    weights = str(cfg["loss_net"]["weights"])
+    lpips_cfg = cfg["metrics"]["lpips"]
+    random_weights = any_random(weights, lpips_cfg["weights"])
+    extractor = FeatureExtractor(arch, layers, weights, seed=int(cfg.get("seed", 0)))
+    lpips = LPIPSMetric(lpips_cfg["net"], lpips_cfg["weights"])
+    rows, feature_images, style_images = [], [], []
+    for k, name in enumerate(layers):
+        info = layer_info(arch, name)
+        row: dict[str, Any] = {"layer": name, "channels": info.channels, "stride": info.stride,
+                               "receptive_field": info.receptive_field}
+        for kind, chosen, images in (("feature", [name], feature_images), ("style", layers[: k + 1], style_images)):
+            image, match = invert(extractor, target, chosen, kind, steps, tv_weight, seed,
+                                  desc=f"{kind} {name} ({k + 1}/{len(layers)})")
+            images.append(image[0])
+            row[kind] = {"layers": chosen, "psnr_y": float(psnr_y(image, target, 0)[0]),
+                         "lpips": float(lpips(image, target)[0]), "final_loss": match}
+        rows.append(row)
+
+    caption = (f"{arch} ({weights_label(weights)} weights), {section['image']} at {size}px, L-BFGS {steps} evals, "
+               f"TV {tv_weight:g}; rows: target, feature reconstruction of the layer, style (Gram) reconstruction "
+               "of the layers up to it")
+    if random_weights:
+        caption = f"{RANDOM_BANNER}\n{caption}"
+    data = {
+        "image": str(section["image"]), "size": size, "steps": steps, "optimizer": "lbfgs (strong Wolfe)",
+        "tv_weight": tv_weight, "seed": seed, "arch": arch, "study": study_name,
+        "weights": {"loss_net": weights_label(weights), "lpips": f"{lpips_cfg['net']}/{weights_label(lpips_cfg['weights'])}"},
+        "random_weights": random_weights, "written": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": round(time.perf_counter() - started, 1), "layers": rows,
+    }
+    if random_weights:
+        data["note"] = RANDOM_BANNER
+    staging = staging_dir(out)
+    try:
+        save_grid(staging / "inspect.png", [_column_title(arch, n) for n in layers],
+                  [[target[0]] * len(layers), feature_images, style_images], caption,
+                  row_labels=["target", "feature", "style"])
+        atomic_write_json(staging / "inspect.json", data)
+        replace_dir(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    if study_name is not None:
+        keep = inspect_dir(cfg["paths"]["studies_dir"], study_name)
+        copy = staging_dir(keep)
+        for file in ("inspect.png", "inspect.json"):
+            shutil.copyfile(out / file, copy / file)
+        replace_dir(copy, keep)
+        notes.append(f"copied to {keep} for `layersearch report study.name={study_name}`")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            run = log_folder(str(cfg["tracking"]["uri"]), study_name, out, "inspect", run_name="inspect",
+                             summary=False, random_weights=random_weights)
+        notes += [f"warning: {w.message}" for w in caught if "MLflow" in str(w.message)]
+        if run:
+            notes.append(f"logged to MLflow run {run} (named inspect)")
+    return InspectResult(out, rows, random_weights, time.perf_counter() - started, notes)
