@@ -81,9 +81,14 @@ class FeatureExtractor(nn.Module):
             index = table[name].index
             if table[name].kind == "conv" and index + 1 < len(body):
                 body[index + 1] = nn.ReLU(inplace=False)
-        self.body = body
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        # channels_last: the layout oneDNN (CPU) and cuDNN (bf16 tensor cores) run convolutions and pooling
+        # fastest in; on 2 CPU cores it makes max-pooling ~10x and the convolutions ~10% faster than NCHW.
+        self.body = body.to(memory_format=torch.channels_last)
+        # (x - mean) / std as one fused x * scale + shift. It cannot be folded into the first convolution:
+        # the zero padding there is zero in normalised space, not in image space.
+        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / std, persistent=False)
+        self.register_buffer("shift", -torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / std, persistent=False)
         self.requires_grad_(False)
         self.eval()
 
@@ -98,7 +103,7 @@ class FeatureExtractor(nn.Module):
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected an N x 3 x H x W RGB batch in [0, 1], got shape {tuple(images.shape)}")
-        x = (images - self.mean) / self.std
+        x = torch.addcmul(self.shift, images, self.scale).contiguous(memory_format=torch.channels_last)
         out: dict[str, torch.Tensor] = {}
         for index, module in enumerate(self.body):
             x = module(x)

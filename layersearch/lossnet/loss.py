@@ -147,8 +147,11 @@ class LossConfig:
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix ``F F^T / (C*H*W)`` of ``N x C x H x W`` features (Johnson et al. 2016), in float32."""
     n, c, h, w = features.shape
-    flat = features.float().reshape(n, c, h * w)
-    return flat @ flat.transpose(1, 2) / (c * h * w)
+    # N x HW x C is a view (no copy) of channels_last features, which is what the loss network produces;
+    # autocast is off so that a bf16 run still forms the products in float32.
+    flat = features.float().permute(0, 2, 3, 1).reshape(n, h * w, c)
+    with torch.autocast(features.device.type, enabled=False):
+        return torch.bmm(flat.transpose(1, 2), flat).div_(c * h * w)
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:

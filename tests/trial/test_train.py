@@ -16,6 +16,7 @@ import yaml
 from helpers import smoke
 
 import layersearch.trial.train as train_module
+from layersearch.errors import ConfigValueError
 from layersearch.lossnet.loss import LossConfig, PerceptualLoss
 from layersearch.lossnet.weights import RandomWeightsWarning, any_random
 from layersearch.trial.tasks import build_task
@@ -126,6 +127,34 @@ def test_non_finite_loss_stops_at_once_naming_the_step(sr, monkeypatch, bad):
     assert evaluated == [1, 2]
     # The bad step never reached the optimiser.
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_deferred_non_finite_check_still_names_the_first_bad_step(sr, monkeypatch):
+    # check_every > 1 is what a GPU run does (no host sync per step): the flag is read later, the step is exact.
+    cfg, task, loss_fn = sr
+    calls = 0
+    loss = task.loss
+
+    def poisoned(loss_fn, outputs, targets):
+        nonlocal calls
+        calls += 1
+        value = loss(loss_fn, outputs, targets)
+        return value * float("nan") if calls in (3, 4) else value
+
+    monkeypatch.setattr(task, "loss", poisoned)
+    evaluated = []
+    with pytest.raises(NonFiniteLossError, match=r"at step 3 \("):
+        train(task, loss_fn, trainer(cfg, steps=8, eval_every=4, check_every=5),
+              callback=lambda step, m: evaluated.append(step))
+    assert calls == 4  # read at the evaluation step 4, before step 5 and before any evaluation
+    assert evaluated == []
+
+
+@pytest.mark.parametrize("bad", [0, -1, "often", True])
+def test_bad_check_every_is_refused(sr, bad):
+    cfg, task, loss_fn = sr
+    with pytest.raises(ConfigValueError, match="check_every"):
+        train(task, loss_fn, trainer(cfg, steps=1, check_every=bad))
 
 
 def test_huge_learning_rate_raises_non_finite_loss(sr):
