@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .layers import LayerError, layer_table, validate_layers
-from .weights import check_fits, features_state_dict, is_random, weights_label
+from .weights import is_random, shared_features, weights_label
 
 # ImageNet statistics the torchvision VGGs were trained with; applied here and nowhere else.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -64,17 +64,12 @@ class FeatureExtractor(nn.Module):
         self._index_to_name = {table[name].index: name for name in self.layers}
         deepest = max(self._index_to_name)
 
-        state = features_state_dict(arch, weights)
-        if state is not None:
-            # Check the file against the whole network, so a file of another architecture fails even
-            # when the first layers happen to share shapes.
-            with torch.device("meta"):
-                check_fits(vgg_features(arch), state, arch, weights)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+        # The whole network's weights, shared by every extractor of this process with the same arch,
+        # weights and seed (a random init of a truncated network equals the prefix of the whole one's).
+        state = shared_features(arch, weights, seed, lambda: vgg_features(arch))
+        with torch.device("meta"):
             body = vgg_features(arch, upto=deepest)
-        if state is not None:
-            body.load_state_dict({k: v for k, v in state.items() if k in body.state_dict()})
+        body.load_state_dict({k: v for k, v in state.items() if k in body.state_dict()}, assign=True)
         for name in self.layers:
             # torchvision's ReLUs are in-place: they would overwrite a captured conv output, so the
             # ReLU right after a requested conv must make a new tensor.
@@ -83,7 +78,7 @@ class FeatureExtractor(nn.Module):
                 body[index + 1] = nn.ReLU(inplace=False)
         # channels_last: the layout oneDNN (CPU) and cuDNN (bf16 tensor cores) run convolutions and pooling
         # fastest in; on 2 CPU cores it makes max-pooling ~10x and the convolutions ~10% faster than NCHW.
-        self.body = body.to(memory_format=torch.channels_last)
+        self.body = body  # channels_last already (shared_features)
         # (x - mean) / std as one fused x * scale + shift. It cannot be folded into the first convolution:
         # the zero padding there is zero in normalised space, not in image space.
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
