@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import torch
 from torch import nn
 
@@ -79,6 +81,7 @@ class FeatureExtractor(nn.Module):
         # channels_last: the layout oneDNN (CPU) and cuDNN (bf16 tensor cores) run convolutions and pooling
         # fastest in; on 2 CPU cores it makes max-pooling ~10x and the convolutions ~10% faster than NCHW.
         self.body = body  # channels_last already (shared_features)
+        self.memory_format = torch.channels_last
         # (x - mean) / std as one fused x * scale + shift. It cannot be folded into the first convolution:
         # the zero padding there is zero in normalised space, not in image space.
         std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -86,6 +89,12 @@ class FeatureExtractor(nn.Module):
         self.register_buffer("shift", -torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / std, persistent=False)
         self.requires_grad_(False)
         self.eval()
+
+    def use_memory_format(self, memory_format: torch.memory_format) -> FeatureExtractor:
+        """Run in ``memory_format`` (``torch.contiguous_format`` to measure what channels_last brings)."""
+        self.body.to(memory_format=memory_format)
+        self.memory_format = memory_format
+        return self
 
     @property
     def weights_label(self) -> str:
@@ -95,14 +104,25 @@ class FeatureExtractor(nn.Module):
         # Frozen network: BatchNorm-free, but keep eval semantics even inside a model's .train().
         return super().train(False)
 
-    def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, layers: Collection[str] | None = None) -> dict[str, torch.Tensor]:
+        """``{name: N x C x h x w}`` for every layer of the extractor, or only for ``layers`` (a subset).
+
+        With ``layers`` the pass stops after the deepest of them (a style loss with fixed Gram targets needs
+        only the content layers of the target batch).
+        """
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected an N x 3 x H x W RGB batch in [0, 1], got shape {tuple(images.shape)}")
-        x = torch.addcmul(self.shift, images, self.scale).contiguous(memory_format=torch.channels_last)
+        wanted = self._index_to_name
+        if layers is not None:
+            unknown = set(layers) - set(self.layers)
+            if unknown:
+                raise LayerError(f"layer(s) {', '.join(sorted(unknown))} not in this extractor's {self.layers}")
+            wanted = {i: name for i, name in wanted.items() if name in layers}
+        x = torch.addcmul(self.shift, images, self.scale).contiguous(memory_format=self.memory_format)
         out: dict[str, torch.Tensor] = {}
-        for index, module in enumerate(self.body):
+        for index, module in enumerate(self.body[: max(wanted, default=-1) + 1]):
             x = module(x)
-            name = self._index_to_name.get(index)
+            name = wanted.get(index)
             if name is not None:
                 out[name] = x
         return out

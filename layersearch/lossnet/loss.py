@@ -193,8 +193,10 @@ class PerceptualLoss(nn.Module):
     def random_weights(self) -> bool:
         return self.extractor is not None and self.extractor.random_weights
 
-    def _features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.extractor(images) if self.extractor is not None else {}
+    def _features(self, images: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+        if self.extractor is None or layers == []:
+            return {}
+        return self.extractor(images, layers)
 
     @torch.no_grad()
     def set_style_target(self, style_image: torch.Tensor | None) -> None:
@@ -215,10 +217,13 @@ class PerceptualLoss(nn.Module):
         """Every named term (``pixel``, ``content/<layer>``, ``style/<layer>``, ``tv``) and ``total``."""
         cfg = self.config
         out_feats = self._features(output)
+        # The target batch runs only as deep as the layers compared with it: with fixed or separate style
+        # targets, that is the content layers alone.
+        style_from_target = bool(cfg.style_layers) and self._fixed_grams is None and style_target is None
         with torch.no_grad():
-            tgt_feats = self._features(target)
+            tgt_feats = self._features(target, [*cfg.content_layers, *(cfg.style_layers if style_from_target else [])])
             if cfg.style_layers and self._fixed_grams is None and style_target is not None:
-                style_feats = self._features(style_target)
+                style_feats = self._features(style_target, list(cfg.style_layers))
             else:
                 style_feats = tgt_feats
         terms: dict[str, torch.Tensor] = {}

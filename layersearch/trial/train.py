@@ -61,6 +61,15 @@ def _use_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
+def _channels_last(value: Any, device: torch.device) -> bool:
+    """Whether the generator and its inputs run channels_last: ``auto`` = on CUDA only."""
+    if value in (None, "auto"):
+        return device.type == "cuda"
+    if not isinstance(value, bool):
+        raise ConfigValueError(f"trainer.channels_last must be auto, true or false, got {value!r}")
+    return value
+
+
 def _check_every(value: Any, device: torch.device, eval_every: int) -> int:
     """Steps between reads of the non-finite flag: ``auto`` is every step on the CPU (a read costs nothing
     there, and a bad step then never reaches the optimiser), only at evaluations on a GPU."""
@@ -123,10 +132,16 @@ def train(
     torch.manual_seed(seed)  # generator init
     if model is None:
         model = task.build_generator()
-    if device.type == "cuda":
+    channels_last = _channels_last(trainer.get("channels_last", "auto"), device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
     loss_fn.to(device)
+    if loss_fn.extractor is not None:
+        # The loss network runs channels_last unless switched off (it is faster on CPU too).
+        loss_fn.extractor.use_memory_format(
+            torch.contiguous_format if trainer.get("channels_last") is False else torch.channels_last
+        )
     generator = model
     if trainer.get("compile", False):
         # Compiled copies share the parameters; the loss network is compiled in place (its forward only).
@@ -150,7 +165,7 @@ def train(
     try:
         for step in range(1, steps + 1):
             inputs, targets = task.sample_batch(batch_size, batches)
-            if device.type == "cuda":
+            if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                 # The loss network runs under autocast too; Gram and criterion compute in fp32 inside.

@@ -159,3 +159,14 @@ def test_random_weights_are_shared_per_seed_and_equal_a_fresh_init(images):
     torch.manual_seed(5)
     fresh = vgg_features("vgg16", upto=3)
     torch.testing.assert_close(shallow.body[2].weight, fresh[2].weight)
+
+
+def test_a_subset_of_layers_stops_early_and_matches(images):
+    with pytest.warns(RandomWeightsWarning):
+        ext = FeatureExtractor("vgg16", ["relu1_2", "relu3_3"], weights="random")
+    full = ext(images)
+    part = ext(images, ["relu1_2"])
+    assert list(part) == ["relu1_2"]
+    torch.testing.assert_close(part["relu1_2"], full["relu1_2"])
+    with pytest.raises(ValueError, match="relu2_2"):
+        ext(images, ["relu2_2"])

@@ -159,6 +159,16 @@ def test_huge_learning_rate_raises_non_finite_loss(sr):
         train(task, loss_fn, trainer(cfg, steps=6, eval_every=6, lr=1e10))
 
 
+@pytest.mark.slow  # torch.compile of generator and loss network takes ~30-60 s on 2 CPU cores
+def test_compile_trains_on_the_cpu_like_eager(sr):
+    cfg, task, loss_fn = sr
+    eager = train(task, loss_fn, trainer(cfg, steps=3, eval_every=3))[1].metrics
+    compiled = train(task, loss_fn, trainer(cfg, steps=3, eval_every=3, compile=True))[1].metrics
+    assert set(compiled) == set(eager)
+    for key in ("lpips", "psnr_y", "train/total"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-2, abs=1e-4), key
+
+
 # --- determinism ----------------------------------------------------------------------------------------
 
 
