@@ -321,11 +321,11 @@ def sweep_overhead(dry: bool) -> dict:
     from layersearch.search.study import run_sweep
 
     with tempfile.TemporaryDirectory() as tmp:
-        steps = "trainer.steps=4" if dry else "trainer.steps=40"
+        steps = "trainer.steps=4" if dry else "trainer.steps=20"
         cfg = quickstart_config(
             dry, f"paths.studies_dir={tmp}/studies", f"tracking.uri=sqlite:///{tmp}/mlflow.db",
-            "study.name=bench", "study.n_trials=2" if dry else "study.n_trials=4", steps,
-            "trainer.eval_every=2" if dry else "trainer.eval_every=20", "trainer.progress=false",
+            "study.name=bench", "study.n_trials=2" if dry else "study.n_trials=3", steps,
+            "trainer.eval_every=2" if dry else "trainer.eval_every=10", "trainer.progress=false",
             "trainer.device=cpu",
         )
         start = time.perf_counter()
