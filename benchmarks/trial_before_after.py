@@ -83,7 +83,8 @@ def main() -> None:
             for name, tree in trees.items():
                 results[name].append(run(tree, args.device, args.overrides))
                 print(f"repeat {r + 1} {name}: {json.dumps(results[name][-1])}", flush=True)
-    print(f"\nquickstart relu2_2 trial (200 steps, 4 evaluations), {args.device}, random weights, "
+    size = " ".join(args.overrides) or "200 steps, 4 evaluations"
+    print(f"\nquickstart relu2_2 trial ({size}), {args.device}, random weights, "
           f"{args.repeats} interleaved repeats, load average {load:.2f} -> {os.getloadavg()[0]:.2f}")
     print(f"before = {args.before}, after = {args.after}")
     for key, what in (("second", "trial in a running sweep (2nd in its process)"), ("first", "first trial of a process")):
