@@ -41,7 +41,7 @@ from references import Vgg16Slices, Vgg19To, gram_matrix, normalize_batch
 from torch.utils.flop_counter import FlopCounterMode
 
 from layersearch.config import compose_config, to_container
-from layersearch.lossnet.features import vgg_features
+from layersearch.lossnet.features import FeatureExtractor, vgg_features
 from layersearch.lossnet.layers import layer_table
 from layersearch.lossnet.loss import LossConfig, PerceptualLoss, total_variation
 from layersearch.lossnet.weights import RandomWeightsWarning, shared_features
@@ -305,12 +305,21 @@ def trial_breakdown(device: torch.device, dry: bool, repeats: int) -> dict:
             for phase, stamp in t.items():
                 phases[phase].append(stamp - previous)
                 previous = stamp
+    # What a trial's loss costs to build: the first extractor of a process initialises (or reads) the
+    # weights, later ones share them (a sweep builds one per trial).
+    builds = []
+    for _ in range(3):
+        start = time.perf_counter()
+        extractor = FeatureExtractor("vgg16", ["relu5_3"], "random", seed=12345)
+        builds.append(time.perf_counter() - start)
+    shared = extractor.body[0].weight.data_ptr() == FeatureExtractor("vgg16", ["relu1_2"], "random",
+                                                                     seed=12345).body[0].weight.data_ptr()
     medians = {p: statistics.median(v) for p, v in phases.items()}
     step_s = sum(medians.values())
     eval_s = statistics.median(timed(lambda: task.evaluate(model), device) for _ in range(3))
     steps, every = int(cfg["trainer"]["steps"]), int(cfg["trainer"]["eval_every"])
     n_evals = -(-steps // every)
-    return {"phases": medians, "step_s": step_s, "eval_s": eval_s, "steps": steps, "n_evals": n_evals,
+    return {"phases": medians, "step_s": step_s, "build_s": builds, "shared": shared, "eval_s": eval_s, "steps": steps, "n_evals": n_evals,
             "eval_share": n_evals * eval_s / (n_evals * eval_s + steps * step_s)}
 
 
@@ -424,6 +433,10 @@ def report(args: argparse.Namespace, device: torch.device) -> str:
     out(f"One evaluation (validation set: generator, LPIPS, PSNR-Y, SSIM-Y): {b['eval_s']:.3f} s; a quickstart "
         f"trial runs {b['n_evals']} of them next to {b['steps']} steps, so evaluation is "
         f"**{100 * b['eval_share']:.0f}%** of its time.")
+    out()
+    out(f"Building a trial's loss network (VGG-16 to relu5_3): first in the process {b['build_s'][0]:.3f} s, then "
+        f"{b['build_s'][1]:.3f} s and {b['build_s'][2]:.3f} s; weights shared, not copied: "
+        f"{'yes' if b['shared'] else 'NO'}.")
     out()
 
     if not args.no_sweep:

@@ -115,6 +115,9 @@ def train(
     terms since the previous evaluation, as ``train/<term>``) go to ``callback(step, metrics)``. An
     exception raised by the callback (e.g. a pruning signal) ends the run and propagates.
 
+    ``trainer['compile']`` compiles the generator (a wrapper; ``model`` stays eager) and ``loss_fn``'s
+    feature extractor in place (it stays compiled for later calls).
+
     Args:
         result: filled in place if given, so a caller still has the timings when the callback raises.
 
