@@ -39,7 +39,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(if $(SAVE),--save)
 
-PRUNING_ARGS ?= study.n_trials=12 trainer.steps=60 trainer.eval_every=15
+PRUNING_ARGS ?= --seeds 1 study.n_trials=10 trainer.steps=20 trainer.eval_every=5
 bench-pruning: $(STAMP)
 	$(BIN)/python benchmarks/pruning.py $(PRUNING_ARGS)
 
