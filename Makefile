@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint clean bench bench-pruning
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,16 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -q
 	$(if $(FAST),@echo "FAST=1: slow tests skipped",$(BIN)/python -m pytest -q -m slow)
+
+# Benchmarks (README "Performance"). bench: loss and trial hot paths vs references, one run, 2 cores < 5 min;
+# SAVE=1 writes benchmarks/results/<date>-<machine>.md. bench-pruning: the quickstart sweep with median
+# pruning vs none (random weights); PRUNING_ARGS shrinks it to fit a CPU (the full quickstart is ~10 min/study).
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench.py $(if $(SAVE),--save)
+
+PRUNING_ARGS ?= --seeds 1 study.n_trials=10 trainer.steps=20 trainer.eval_every=5
+bench-pruning: $(STAMP)
+	$(BIN)/python benchmarks/pruning.py $(PRUNING_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info

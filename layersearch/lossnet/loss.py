@@ -147,8 +147,11 @@ class LossConfig:
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
     """Gram matrix ``F F^T / (C*H*W)`` of ``N x C x H x W`` features (Johnson et al. 2016), in float32."""
     n, c, h, w = features.shape
-    flat = features.float().reshape(n, c, h * w)
-    return flat @ flat.transpose(1, 2) / (c * h * w)
+    # N x HW x C is a view (no copy) of channels_last features, which is what the loss network produces;
+    # autocast is off so that a bf16 run still forms the products in float32.
+    flat = features.float().permute(0, 2, 3, 1).reshape(n, h * w, c)
+    with torch.autocast(features.device.type, enabled=False):
+        return torch.bmm(flat.transpose(1, 2), flat).div_(c * h * w)
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:
@@ -190,8 +193,10 @@ class PerceptualLoss(nn.Module):
     def random_weights(self) -> bool:
         return self.extractor is not None and self.extractor.random_weights
 
-    def _features(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
-        return self.extractor(images) if self.extractor is not None else {}
+    def _features(self, images: torch.Tensor, layers: list[str] | None = None) -> dict[str, torch.Tensor]:
+        if self.extractor is None or layers == []:
+            return {}
+        return self.extractor(images, layers)
 
     @torch.no_grad()
     def set_style_target(self, style_image: torch.Tensor | None) -> None:
@@ -212,10 +217,13 @@ class PerceptualLoss(nn.Module):
         """Every named term (``pixel``, ``content/<layer>``, ``style/<layer>``, ``tv``) and ``total``."""
         cfg = self.config
         out_feats = self._features(output)
+        # The target batch runs only as deep as the layers compared with it: with fixed or separate style
+        # targets, that is the content layers alone.
+        style_from_target = bool(cfg.style_layers) and self._fixed_grams is None and style_target is None
         with torch.no_grad():
-            tgt_feats = self._features(target)
+            tgt_feats = self._features(target, [*cfg.content_layers, *(cfg.style_layers if style_from_target else [])])
             if cfg.style_layers and self._fixed_grams is None and style_target is not None:
-                style_feats = self._features(style_target)
+                style_feats = self._features(style_target, list(cfg.style_layers))
             else:
                 style_feats = tgt_feats
         terms: dict[str, torch.Tensor] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import urllib.error
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -77,6 +78,54 @@ def _file_state_dict(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
+# (arch, weights spec, seed) -> the whole ``features`` state dict, frozen, made once per process.
+_SHARED: dict[tuple[str, str, int], dict[str, torch.Tensor]] = {}
+
+
+def shared_features(
+    arch: str, weights: str, seed: int, build: Callable[[], torch.nn.Module]
+) -> dict[str, torch.Tensor]:
+    """The ``features`` state dict for a weights spec, read (or, for ``random``, initialised) once per process.
+
+    Every later call with the same ``(arch, weights, seed)`` returns the same tensors: a sweep's trials share
+    one copy of the loss network instead of re-reading the file. The tensors are frozen weights and must
+    not be modified in place; a module that loads them with ``assign=True`` shares them.
+
+    Args:
+        arch: a torchvision model name with a ``features`` module.
+        weights: ``imagenet``, ``random`` or a path (see ``features_state_dict``).
+        seed: the initialisation seed; it matters only for ``random`` weights.
+        build: makes the whole, freshly initialised ``features`` module (called under ``seed``).
+
+    Returns:
+        The state dict, tensors with ``requires_grad=False``, 4-D ones in channels_last layout.
+    """
+    weights = str(weights)
+    state = features_state_dict(arch, weights)  # warns for random weights on every call, cached or not
+    # id(state): the file cache below keeps one dict per file version, so a rewritten file is a new key.
+    key = (arch, weights, int(seed) if state is None else id(state))
+    if key not in _SHARED:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            module = build()
+        if state is not None:
+            check_fits(module, state, arch, weights)
+            module.load_state_dict(state)
+        module.to(memory_format=torch.channels_last).requires_grad_(False)
+        _SHARED[key] = {k: v.detach() for k, v in module.state_dict().items()}
+    return _SHARED[key]
+
+
+def clear_shared() -> None:
+    """Forget the shared weights (the next extractor reads or initialises them again)."""
+    _SHARED.clear()
+    _FILES.clear()
+
+
+# (resolved path, mtime_ns, size) or ("imagenet:<arch>",) -> state dict as read: a file is read once per process.
+_FILES: dict[tuple, dict[str, torch.Tensor]] = {}
+
+
 def features_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
     """The state dict of ``torchvision.models.<arch>().features`` for a weights spec.
 
@@ -97,7 +146,16 @@ def features_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor] | No
             stacklevel=3,
         )
         return None
-    state = _imagenet_state_dict(arch) if weights == IMAGENET else _file_state_dict(weights)
+    if weights == IMAGENET:
+        key = (f"imagenet:{arch}",)
+        if key not in _FILES:
+            _FILES[key] = _imagenet_state_dict(arch)
+    else:
+        file = Path(weights).expanduser()
+        key = (str(file.resolve()), *((file.stat().st_mtime_ns, file.stat().st_size) if file.is_file() else (-1, -1)))
+        if key not in _FILES:
+            _FILES[key] = _file_state_dict(weights)
+    state = _FILES[key]
     if any(k.startswith("features.") for k in state):
         state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
     return state

@@ -58,7 +58,7 @@ def run_trial(study, space, task, cfg, objectives, tracker, multi_pruner, log) -
         else:
             intermediate[str(step)] = value
             trial.set_user_attr("intermediate", intermediate)
-            prune = multi_pruner is not None and multi_pruner.should_prune(step, value)
+            prune = multi_pruner is not None and multi_pruner.should_prune(step, intermediate)
         if prune:
             raise optuna.TrialPruned(f"{metric_names[0]}={value:.4f} at step {step} is worse than the median")
 

@@ -212,6 +212,7 @@ class LPIPSMetric(nn.Module):
         self.weights = weights
         self.random_weights = is_random(weights)
         self.weights_label = weights_label(weights)
+        self._target_cache: dict[int, tuple[torch.Tensor, int, list[torch.Tensor]]] = {}
         self.train(False)
 
     def _trunk_view(self) -> nn.ModuleDict:
@@ -229,18 +230,38 @@ class LPIPSMetric(nn.Module):
         return super().train(False)
 
     @torch.no_grad()
-    def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, pred: torch.Tensor, target: torch.Tensor, cache_target: bool = False) -> torch.Tensor:
         """LPIPS distance per image.
 
         Args:
             pred: ``N x 3 x H x W`` RGB in [0, 1].
             target: same shape.
+            cache_target: keep ``target``'s features for the next call with the same tensor (a validation
+                set scored at every evaluation); the tensor must not be modified in place meanwhile.
 
         Returns:
             ``[N]`` float32 distances, >= 0, 0 for identical images.
         """
         _check_pair(pred, target)
-        return self.model(_to_lpips_range(pred), _to_lpips_range(target), normalize=False).flatten()
+        if not cache_target:
+            return self.model(_to_lpips_range(pred), _to_lpips_range(target), normalize=False).flatten()
+        # lpips.LPIPS.forward (version 0.1, spatial=False) with the target side computed once.
+        target_feats = self._target_features(target)
+        distance = 0
+        for lin, p, t in zip(self.model.lins, self._unit_features(pred), target_feats, strict=True):
+            distance = distance + lpips.spatial_average(lin((p - t) ** 2), keepdim=True)
+        return distance.flatten()
+
+    def _unit_features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return [lpips.normalize_tensor(f) for f in self.backbone_features(images)]
+
+    def _target_features(self, target: torch.Tensor) -> list[torch.Tensor]:
+        # Keyed by the tensor itself (held here, so its id cannot be reused) and its version counter.
+        hit = self._target_cache.get(id(target))
+        if hit is None or hit[0] is not target or hit[1] != target._version:
+            hit = (target, target._version, self._unit_features(target))
+            self._target_cache[id(target)] = hit
+        return hit[2]
 
     @torch.no_grad()
     def backbone_features(self, images: torch.Tensor) -> list[torch.Tensor]:

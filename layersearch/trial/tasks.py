@@ -81,7 +81,8 @@ class Task:
         self.lpips.to(self.device)
         train = load_split(data, "train")
         self.train_names = [name for name, _ in train]
-        self.train_images = [img for _, img in train]
+        # Small enough to live on the device: crops and flips then happen there, without a copy per step.
+        self.train_images = [img.to(self.device) for _, img in train]
 
     def build_generator(self) -> nn.Module:
         return construct(self.model_cfg).to(self.device)
@@ -153,13 +154,13 @@ class SuperResolution(Task):
         return construct(self.model_cfg, scale=self.scale).to(self.device)
 
     def sample_batch(self, batch_size, generator):
-        hr = random_crops(self.train_images, self.crop, batch_size, generator).to(self.device)
+        hr = random_crops(self.train_images, self.crop, batch_size, generator)
         return degrade(hr, self.scale, self.blur_sigma), hr
 
     def _score(self, outputs: list[torch.Tensor]) -> dict[str, float]:
         scores: dict[str, list[torch.Tensor]] = {"lpips": [], "psnr_y": [], "ssim_y": []}
         for sr, hr in zip(outputs, self.val_hr, strict=True):
-            scores["lpips"].append(self.lpips(sr, hr).flatten().cpu())
+            scores["lpips"].append(self.lpips(sr, hr, cache_target=True).flatten().cpu())
             scores["psnr_y"].append(psnr_y(sr, hr, self.scale).flatten().cpu())
             scores["ssim_y"].append(ssim_y(sr, hr, self.scale).flatten().cpu())
         return {k: float(torch.cat(v).double().mean()) for k, v in scores.items()}
@@ -226,14 +227,14 @@ class StyleTransfer(Task):
         loss_fn.set_style_target(self.style_image[None])
 
     def sample_batch(self, batch_size, generator):
-        content = random_crops(self.train_images, self.crop, batch_size, generator).to(self.device)
+        content = random_crops(self.train_images, self.crop, batch_size, generator)
         return content, content
 
     def evaluate(self, model):
         c_lpips, s_dist = [], []
         for content in self.val_content:
             out = _generate(model, content)
-            c_lpips.append(self.lpips(out, content).flatten().cpu())
+            c_lpips.append(self.lpips(out, content, cache_target=True).flatten().cpu())
             s_dist.append(style_distance(self.lpips, out, self.style_image[None]).flatten().cpu())
         return {
             "content_lpips": float(torch.cat(c_lpips).double().mean()),

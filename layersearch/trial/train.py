@@ -6,7 +6,6 @@ to the trial and raises to prune.
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import tempfile
@@ -62,6 +61,34 @@ def _use_bf16(precision: str, device: torch.device) -> bool:
     return precision == "bf16" or (precision == "auto" and device.type == "cuda")
 
 
+def _channels_last(value: Any, device: torch.device) -> bool:
+    """Whether the generator and its inputs run channels_last: ``auto`` = on CUDA only."""
+    if value in (None, "auto"):
+        return device.type == "cuda"
+    if not isinstance(value, bool):
+        raise ConfigValueError(f"trainer.channels_last must be auto, true or false, got {value!r}")
+    return value
+
+
+def _check_every(value: Any, device: torch.device, eval_every: int) -> int:
+    """Steps between reads of the non-finite flag: ``auto`` is every step on the CPU (a read costs nothing
+    there, and a bad step then never reaches the optimiser), only at evaluations on a GPU."""
+    if value in (None, "auto"):
+        return 1 if device.type == "cpu" else eval_every
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigValueError(f"trainer.check_every must be auto or an integer >= 1, got {value!r}")
+    return value
+
+
+def _raise_if_non_finite(first_bad_step: int, loss_fn: PerceptualLoss) -> None:
+    if first_bad_step:
+        terms = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_fn.last_terms.items())
+        raise NonFiniteLossError(
+            f"training loss became non-finite at step {first_bad_step} (last step's terms: {terms}); "
+            "lower trainer.lr or the loss weights"
+        )
+
+
 @dataclass
 class TrainResult:
     """What a run produced: final validation scores, their history, and where the time went."""
@@ -88,6 +115,9 @@ def train(
     terms since the previous evaluation, as ``train/<term>``) go to ``callback(step, metrics)``. An
     exception raised by the callback (e.g. a pruning signal) ends the run and propagates.
 
+    ``trainer['compile']`` compiles the generator (a wrapper; ``model`` stays eager) and ``loss_fn``'s
+    feature extractor in place (it stays compiled for later calls).
+
     Args:
         result: filled in place if given, so a caller still has the timings when the callback raises.
 
@@ -105,52 +135,66 @@ def train(
     torch.manual_seed(seed)  # generator init
     if model is None:
         model = task.build_generator()
-    if device.type == "cuda":
+    channels_last = _channels_last(trainer.get("channels_last", "auto"), device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
     loss_fn.to(device)
+    if loss_fn.extractor is not None:
+        # The loss network runs channels_last unless switched off (it is faster on CPU too).
+        loss_fn.extractor.use_memory_format(
+            torch.contiguous_format if trainer.get("channels_last") is False else torch.channels_last
+        )
+    generator = model
+    if trainer.get("compile", False):
+        # Compiled copies share the parameters; the loss network is compiled in place (its forward only).
+        generator = torch.compile(model)
+        if loss_fn.extractor is not None:
+            loss_fn.extractor.compile()
     task.setup_loss(loss_fn)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(trainer["lr"]))
     batches = torch.Generator().manual_seed(seed)
 
     result = result if result is not None else TrainResult(metrics={})
-    term_sums: dict[str, float] = {}
+    check_every = _check_every(trainer.get("check_every", "auto"), device, eval_every)
+    # Loss terms are summed on the device and read back only at evaluations; the first non-finite step is
+    # remembered on the device too (0 = none yet) and read every ``check_every`` steps: on a GPU a
+    # ``.item()`` per step would make the host wait for every step to finish.
+    term_sums: dict[str, torch.Tensor] = {}
     terms_seen = 0
+    first_bad = torch.zeros((), dtype=torch.long, device=device)
     bar = tqdm(total=steps, desc="train", disable=not trainer.get("progress", True), leave=False)
     started = time.perf_counter()
     try:
         for step in range(1, steps + 1):
             inputs, targets = task.sample_batch(batch_size, batches)
-            if device.type == "cuda":
+            if channels_last:
                 inputs = inputs.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
                 # The loss network runs under autocast too; Gram and criterion compute in fp32 inside.
-                loss = task.loss(loss_fn, model(inputs), targets)
-            value = loss.item()
-            if not math.isfinite(value):
-                terms = ", ".join(f"{k}={v.item():.4g}" for k, v in loss_fn.last_terms.items())
-                raise NonFiniteLossError(
-                    f"training loss became {value} at step {step} ({terms}); lower trainer.lr or the loss weights"
-                )
+                loss = task.loss(loss_fn, generator(inputs), targets)
+            bad = ~torch.isfinite(loss.detach())
+            first_bad = torch.where(bad & (first_bad == 0), step, first_bad)
+            if step % check_every == 0 or step % eval_every == 0 or step == steps:
+                _raise_if_non_finite(int(first_bad), loss_fn)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             for k, v in loss_fn.last_terms.items():
-                term_sums[k] = term_sums.get(k, 0.0) + float(v)
+                term_sums[k] = term_sums[k] + v if k in term_sums else v.float()
             terms_seen += 1
             bar.update(1)
-            bar.set_postfix({k: f"{v:.3g}" for k, v in {"loss": value, **result.metrics}.items()
-                             if not k.startswith("train/")})
 
             if step % eval_every == 0 or step == steps:
                 t_eval = time.perf_counter()
                 scores = task.evaluate(model)
                 result.eval_seconds += time.perf_counter() - t_eval
-                scores.update({f"train/{k}": v / terms_seen for k, v in term_sums.items()})
+                means = torch.stack(list(term_sums.values())).div(terms_seen).tolist() if term_sums else []
+                scores.update({f"train/{k}": v for k, v in zip(term_sums, means, strict=True)})
                 term_sums, terms_seen = {}, 0
                 result.metrics, result.steps = scores, step
                 result.history.append((step, dict(scores)))
-                bar.set_postfix({k: f"{v:.3g}" for k, v in scores.items() if not k.startswith("train/")})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in scores.items() if k in task.metrics or k == "train/total"})
                 if callback is not None:
                     t_callback = time.perf_counter()
                     try:

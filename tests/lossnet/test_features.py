@@ -132,3 +132,62 @@ def test_own_vgg_builder_matches_torchvision():
     # torchvision's init: kaiming normal, fan_out, so std = sqrt(2 / (out_channels * 9)).
     std = ours[-3].weight.std().item()
     assert abs(std - (2 / (512 * 9)) ** 0.5) < 0.002
+
+
+def test_weights_are_read_once_per_process_and_shared(tmp_path, monkeypatch):
+    import layersearch.lossnet.weights as weights_module
+
+    path = tmp_path / "vgg16.pth"
+    torch.save(torchvision.models.vgg16().features.state_dict(), path)
+    reads = []
+    real_load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: reads.append(a[0]) or real_load(*a, **k))
+    a = FeatureExtractor("vgg16", ["relu2_2"], weights=str(path))
+    b = FeatureExtractor("vgg16", ["relu1_2", "relu3_3"], weights=str(path))
+    assert len(reads) == 1
+    # Frozen tensors are shared, not copied: a sweep holds one loss network whatever its trial count.
+    assert a.body[0].weight.data_ptr() == b.body[0].weight.data_ptr()
+    assert not a.body[0].weight.requires_grad
+    # A file rewritten while the process runs is read again.
+    torch.save(torchvision.models.vgg16().features.state_dict(), path)
+    c = FeatureExtractor("vgg16", ["relu2_2"], weights=str(path))
+    assert len(reads) == 2 and c.body[0].weight.data_ptr() != a.body[0].weight.data_ptr()
+    weights_module.clear_shared()
+    FeatureExtractor("vgg16", ["relu2_2"], weights=str(path))
+    assert len(reads) == 3
+
+
+def test_random_weights_are_shared_per_seed_and_equal_a_fresh_init(images):
+    with pytest.warns(RandomWeightsWarning):
+        shallow = FeatureExtractor("vgg16", ["relu1_2"], weights="random", seed=5)
+        deep = FeatureExtractor("vgg16", ["relu4_3"], weights="random", seed=5)
+        other = FeatureExtractor("vgg16", ["relu1_2"], weights="random", seed=6)
+    assert shallow.body[0].weight.data_ptr() == deep.body[0].weight.data_ptr()
+    assert not torch.equal(shallow.body[0].weight, other.body[0].weight)
+    # The shared init equals what a network truncated at relu1_2 gets on its own under the same seed.
+    from layersearch.lossnet.features import vgg_features
+
+    torch.manual_seed(5)
+    fresh = vgg_features("vgg16", upto=3)
+    torch.testing.assert_close(shallow.body[2].weight, fresh[2].weight)
+
+
+def test_a_subset_of_layers_stops_early_and_matches(images):
+    with pytest.warns(RandomWeightsWarning):
+        ext = FeatureExtractor("vgg16", ["relu1_2", "relu3_3"], weights="random")
+    full = ext(images)
+    part = ext(images, ["relu1_2"])
+    assert list(part) == ["relu1_2"]
+    torch.testing.assert_close(part["relu1_2"], full["relu1_2"])
+    with pytest.raises(ValueError, match="relu2_2"):
+        ext(images, ["relu2_2"])
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_the_gradient_comes_back_in_the_inputs_layout(images, layout):
+    # The network runs channels_last; an NCHW generator would be ~1.8x slower backwards on a channels_last grad.
+    with pytest.warns(RandomWeightsWarning):
+        ext = FeatureExtractor("vgg16", ["relu2_2"], weights="random")
+    x = images.contiguous(memory_format=layout).requires_grad_(True)
+    ext(x)["relu2_2"].sum().backward()
+    assert x.grad.is_contiguous(memory_format=layout)

@@ -219,6 +219,20 @@ def test_lpips_maps_unit_range_to_minus_one_one():
     assert not torch.allclose(ours, reference(x, y).flatten())  # unscaled inputs would score otherwise
 
 
+def test_lpips_cached_target_features_give_the_same_scores_and_run_once(squeeze_metric: LPIPSMetric, monkeypatch):
+    x, x2, y = _rand(2, 3, 32, 32), _rand(2, 3, 32, 32, seed=2), _rand(2, 3, 32, 32, seed=1)
+    expected = [squeeze_metric(x, y), squeeze_metric(x2, y)]
+    passes = []
+    backbone = squeeze_metric.model.net.forward
+    monkeypatch.setattr(squeeze_metric.model.net, "forward", lambda t: passes.append(1) or backbone(t))
+    cached = [squeeze_metric(x, y, cache_target=True), squeeze_metric(x2, y, cache_target=True)]
+    for ours, reference in zip(cached, expected, strict=True):
+        torch.testing.assert_close(ours, reference)
+    assert len(passes) == 3  # the target once, each prediction once
+    y.mul_(0.5)  # an in-place change of the target invalidates its features
+    torch.testing.assert_close(squeeze_metric(x, y, cache_target=True), squeeze_metric(x, y))
+
+
 def test_lpips_keeps_calibrated_linear_heads(squeeze_metric: LPIPSMetric):
     shipped = torch.load(lpips.__path__[0] + "/weights/v0.1/squeeze.pth", map_location="cpu")
     state = squeeze_metric.model.state_dict()

@@ -16,6 +16,7 @@ import yaml
 from helpers import smoke
 
 import layersearch.trial.train as train_module
+from layersearch.errors import ConfigValueError
 from layersearch.lossnet.loss import LossConfig, PerceptualLoss
 from layersearch.lossnet.weights import RandomWeightsWarning, any_random
 from layersearch.trial.tasks import build_task
@@ -98,19 +99,24 @@ def test_a_raising_callback_stops_the_run_and_keeps_the_timings(sr, monkeypatch)
     assert result.train_seconds > 0 and result.eval_seconds > 0 and result.callback_seconds >= 0.2
 
 
-@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
-def test_non_finite_loss_stops_at_once_naming_the_step(sr, monkeypatch, bad):
-    cfg, task, loss_fn = sr
-    calls = 0
+def poison_loss(task, monkeypatch, bad: float, at_calls: tuple[int, ...]) -> list[int]:
+    """Make ``task.loss`` return ``loss * bad`` on the given calls; returns the (growing) list of calls."""
+    calls: list[int] = []
     loss = task.loss
 
     def poisoned(loss_fn, outputs, targets):
-        nonlocal calls
-        calls += 1
+        calls.append(len(calls) + 1)
         value = loss(loss_fn, outputs, targets)
-        return value * bad if calls == 3 else value
+        return value * bad if len(calls) in at_calls else value
 
     monkeypatch.setattr(task, "loss", poisoned)
+    return calls
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_non_finite_loss_stops_at_once_naming_the_step(sr, monkeypatch, bad):
+    cfg, task, loss_fn = sr
+    calls = poison_loss(task, monkeypatch, bad, at_calls=(3,))
     evaluated = []
     torch.manual_seed(0)
     model = task.build_generator()
@@ -122,16 +128,48 @@ def test_non_finite_loss_stops_at_once_naming_the_step(sr, monkeypatch, bad):
             model=model,
             callback=lambda step, m: evaluated.append(step),
         )
-    assert calls == 3
+    assert len(calls) == 3
     assert evaluated == [1, 2]
     # The bad step never reached the optimiser.
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_deferred_non_finite_check_still_names_the_first_bad_step(sr, monkeypatch):
+    # check_every > 1 is what a GPU run does (no host sync per step): the flag is read later, the step is exact.
+    cfg, task, loss_fn = sr
+    calls = poison_loss(task, monkeypatch, float("nan"), at_calls=(3, 4))
+    evaluated = []
+    with pytest.raises(NonFiniteLossError, match=r"at step 3 \("):
+        train(task, loss_fn, trainer(cfg, steps=8, eval_every=4, check_every=5),
+              callback=lambda step, m: evaluated.append(step))
+    assert len(calls) == 4  # read at the evaluation step 4, before step 5 and before any evaluation
+    assert evaluated == []
+
+
+@pytest.mark.parametrize("bad", [0, -1, "often", True])
+def test_bad_check_every_is_refused(sr, bad):
+    cfg, task, loss_fn = sr
+    with pytest.raises(ConfigValueError, match="check_every"):
+        train(task, loss_fn, trainer(cfg, steps=1, check_every=bad))
 
 
 def test_huge_learning_rate_raises_non_finite_loss(sr):
     cfg, task, loss_fn = sr
     with pytest.raises(NonFiniteLossError, match=r"at step \d+ .*lower trainer.lr"):
         train(task, loss_fn, trainer(cfg, steps=6, eval_every=6, lr=1e10))
+
+
+@pytest.mark.slow  # torch.compile of generator and loss network takes ~30-60 s on 2 CPU cores
+def test_compile_trains_on_the_cpu_like_eager(sr):
+    cfg, task, loss_fn = sr
+    eager = train(task, loss_fn, trainer(cfg, steps=3, eval_every=3))[1].metrics
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RandomWeightsWarning)
+        fresh = PerceptualLoss(layer_config(cfg))  # compile=True compiles the loss network in place
+    compiled = train(task, fresh, trainer(cfg, steps=3, eval_every=3, compile=True))[1].metrics
+    assert set(compiled) == set(eager)
+    for key in ("lpips", "psnr_y", "train/total"):
+        assert compiled[key] == pytest.approx(eager[key], rel=1e-2, abs=1e-4), key
 
 
 # --- determinism ----------------------------------------------------------------------------------------

@@ -1,0 +1,48 @@
+"""The benchmark scripts run end to end at toy sizes, so they are known to work when a GPU is lent."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHON": sys.executable, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_gpu_script_dry_run_prints_every_section():
+    out = _run(["bash", "benchmarks/gpu.sh", "--dry"], timeout=900).stdout
+    assert "DRY RUN" in out
+    assert "== step time" in out and "== trials per hour" in out
+    for variant in ("fp32", "bf16", "bf16 + channels_last", "bf16 + channels_last + compile"):
+        assert any(re.fullmatch(rf"{re.escape(variant)}\s+[\d.]+\s+([\d.]+x|n/a)", line) for line in out.splitlines()), variant
+    rows = [line.split() for line in out.splitlines() if line[:2] in ("1 ", "2 ", "4 ")]
+    assert [int(r[0]) for r in rows] == [1, 2, 4]
+    assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+
+
+def test_gpu_script_refuses_unknown_arguments():
+    proc = subprocess.run(["bash", "benchmarks/gpu.sh", "--fast"], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "usage" in proc.stderr
+
+
+@pytest.mark.slow
+def test_make_bench_dry_run_prints_every_section():
+    out = _run([sys.executable, "benchmarks/bench.py", "--dry"], timeout=900).stdout
+    for heading in ("## 1. Machine convolution throughput", "## 2. Loss step vs reference",
+                    "## 3. Peak memory", "## 4. Quickstart SR trial", "## 5. Sweep time outside training"):
+        assert heading in out
+    for loss in ("relu2_2 (Johnson SR)", "relu2_2 + relu4_3", "Johnson style (Gram)", "ESRGAN conv5_4 (VGG-19)"):
+        row = next(line for line in out.splitlines() if line.startswith(f"| {loss} |") and "x** |" in line)
+        assert row.endswith("| yes |"), row  # ours and the reference compute the same loss value
