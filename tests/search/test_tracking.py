@@ -84,7 +84,7 @@ def test_trial_run_records_everything(tracker, tmp_path):
     tracker.end_trial("COMPLETE", {"lpips": 0.35, "ssim_y": 0.8})
 
     run = tracker.client.get_run(run_id)
-    assert run.info.run_name == "trial-0"
+    assert run.info.run_name == "#0 relu2_2"  # says which layers (issue 8)
     assert run.info.status == "FINISHED"
     assert run.data.params["layer"] == "relu2_2" and run.data.params["content_weight"] == "1.0"
     assert len(run.data.params["long"]) == tracking.MAX_PARAM_CHARS
@@ -106,7 +106,7 @@ def test_trial_run_records_everything(tracker, tmp_path):
     assert yaml.safe_load(open(local)) == config
 
 
-@pytest.mark.parametrize(("state", "status"), [("FAIL", "FAILED"), ("PRUNED", "FINISHED")])
+@pytest.mark.parametrize(("state", "status"), [("FAIL", "FAILED"), ("PRUNED", "KILLED")])
 def test_failed_and_pruned_trials(tracker, state, status):
     run_id = tracker.start_trial(1 if state == "FAIL" else 2, {"layer": "relu5_4"}, {})
     tracker.end_trial(state, reason="loss was nan at step 5")
@@ -151,7 +151,7 @@ def test_summary_run_is_replaced(tracker, tmp_path):
     md = open(tracker.client.download_artifacts(second, "pareto.md", str(tmp_path))).read()
     assert md.splitlines()[0] == "| trial | lpips | psnr_y |"
     # The summary is not a trial.
-    assert all(r.info.run_name.startswith("trial-") for r in tracker.trial_runs())
+    assert all(r.info.run_name.startswith("#") for r in tracker.trial_runs())
 
 
 def test_ui_url_and_command():
