@@ -119,10 +119,15 @@ def _run_local(cfg: dict, n: int, plan: list[str | None]) -> dict[int, int]:
     logs.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen] = []
     for i in range(n):
-        env = {**os.environ, CONFIG_ENV: json.dumps({**cfg, "worker": i}), "TQDM_DISABLE": "1",
+        # Each worker its own sampler seed: with one seed, workers draw the same samples from the same history.
+        worker_cfg = {**cfg, "worker": i, "study": {**cfg["study"], "seed": int(cfg["study"].get("seed") or 0) + i}}
+        env = {**os.environ, CONFIG_ENV: json.dumps(worker_cfg), "TQDM_DISABLE": "1",
                "PYTHONUNBUFFERED": "1"}
         if plan[i] is not None:
             env["CUDA_VISIBLE_DEVICES"] = plan[i]
+        elif "OMP_NUM_THREADS" not in os.environ:
+            # CPU workers share the cores instead of each starting one thread per core.
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
         procs.append(subprocess.Popen([sys.executable, "-m", "layersearch.search.launch"], env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     gpu = "" if plan[0] is None else f" on GPUs {', '.join(dict.fromkeys(p for p in plan if p))}"
@@ -199,7 +204,8 @@ def _run_slurm(cfg: dict, n: int) -> dict[int, int]:
     safe = json.loads(json.dumps(cfg))
     safe["study"]["storage"] = redact(safe["study"]["storage"])
     safe["tracking"]["uri"] = redact(safe["tracking"]["uri"])
-    jobs = executor.map_array(_slurm_job, [safe] * n)
+    jobs = executor.map_array(_slurm_job, [
+        {**safe, "study": {**safe["study"], "seed": int(safe["study"].get("seed") or 0) + i}} for i in range(n)])
     tqdm.write(f"submitted {n} SLURM jobs: {', '.join(j.job_id for j in jobs)} (logs in {folder})")
     if not launcher.get("wait", True):
         return {}

@@ -7,6 +7,8 @@ is closed with the state and reason.
 from __future__ import annotations
 
 import gc
+import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -29,6 +31,17 @@ def free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+class _Numbered:
+    """``trial`` seen with another number: a retry asks its layer flags in the dead trial's order (the space
+    rotates the first flag by trial number), so its fixed parameters give the same layer config."""
+
+    def __init__(self, trial, number: int):
+        self._trial, self.number = trial, number
+
+    def __getattr__(self, name):
+        return getattr(self._trial, name)
+
+
 def run_trial(study, trial, space, task, cfg, objectives, tracker, multi_pruner, log) -> tuple[str, float]:
     """Run ``trial`` (already asked), tell Optuna and record it in MLflow whatever its outcome.
 
@@ -46,12 +59,14 @@ def run_trial(study, trial, space, task, cfg, objectives, tracker, multi_pruner,
 def _run(study, trial, space, task, cfg, objectives, tracker, multi_pruner, log) -> tuple[str, float]:
     baseline = trial.user_attrs.get("baseline")
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
-    retry_of = optuna.storages.RetryFailedTrialCallback.retried_trial_number(frozen)
+    retry_of = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
     if retry_of is not None:
         trial.set_user_attr("retry_of", retry_of)
+    # Which process ran it: the worker logs and a dead worker's trial can then be matched.
+    trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
     metric_names = [m for m, _ in objectives]
     try:
-        config = space.suggest(trial)
+        config = space.suggest(trial if retry_of is None else _Numbered(trial, retry_of))
     except Infeasible as err:
         reason = f"infeasible: {err}"
         trial.set_user_attr("fail_reason", reason)

@@ -378,7 +378,7 @@ def fail_dead_trials(study: optuna.Study, url: str, grace_s: float) -> list[Froz
         The trials this call failed (their MLflow runs are to be ended KILLED by the caller).
     """
     reason = f"worker died: no heartbeat for more than {grace_s:g} s"
-    retry = optuna.storages.RetryFailedTrialCallback(max_retry=1)
+    retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
     storage, failed = study._storage, []
     with storage_lock(url):
         for trial_id in _stale_trial_ids(study, grace_s):
