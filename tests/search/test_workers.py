@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import warnings
@@ -22,7 +21,8 @@ from helpers import console_script, one_error_line
 from optuna.trial import TrialState
 
 from layersearch.cli import main
-from layersearch.search import runner, study as study_module
+from layersearch.search import runner
+from layersearch.search import study as study_module
 from layersearch.search.launch import gpu_plan, n_workers
 from layersearch.search.storage import (
     fail_dead_trials,
