@@ -37,9 +37,11 @@ from .storage import (
     HEARTBEAT_S,
     StudyError,
     check_study_name,
+    database_url,
     fail_dead_trials,
     open_storage,
     redact,
+    sqlite_path,
     storage_lock,
     storage_url,
 )
@@ -190,6 +192,9 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True) 
     sampler = make_sampler(str(study_cfg["sampler"]), space, len(objectives), int(study_cfg.get("seed", 0)), n_startup)
     pruner = make_pruner(str(study_cfg["pruner"]), len(objectives), n_startup, n_warmup, trainer)
     url = storage_url(study_cfg, cfg["paths"]["studies_dir"])
+    if sqlite_path(url) is None and database_url(url) == database_url(str(cfg["tracking"]["uri"])):
+        raise StudyError("study.storage and tracking.uri are the same database; Optuna and MLflow both keep an "
+                         "alembic_version table there: use separate databases (e.g. .../optuna and .../mlflow)")
     storage = open_storage(url, heartbeat_s=heartbeat_s, grace_s=grace_s)
     random_weights = any_random(space.weights, cfg["metrics"]["lpips"]["weights"])
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own console view says what happens
