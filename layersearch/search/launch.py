@@ -26,6 +26,7 @@ from .storage import StudyError, journal_path, redact, scrub, sqlite_path, stora
 
 __all__ = ["gpu_plan", "n_workers", "run_launched", "wants_launcher", "worker_main"]
 
+WORKER_COMMAND = [sys.executable, "-m", "layersearch.search.launch"]
 CONFIG_ENV = "LAYERSEARCH_WORKER_CONFIG"  # a worker's whole config, as JSON (never written to disk)
 STORAGE_ENV = "LAYERSEARCH_STUDY_STORAGE"  # a SLURM job's real storage URL (its pickled config is redacted)
 TRACKING_ENV = "LAYERSEARCH_TRACKING_URI"
@@ -128,7 +129,7 @@ def _run_local(cfg: dict, n: int, plan: list[str | None]) -> dict[int, int]:
         elif "OMP_NUM_THREADS" not in os.environ:
             # CPU workers share the cores instead of each starting one thread per core.
             env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
-        procs.append(subprocess.Popen([sys.executable, "-m", "layersearch.search.launch"], env=env,
+        procs.append(subprocess.Popen(WORKER_COMMAND, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     gpu = "" if plan[0] is None else f" on GPUs {', '.join(dict.fromkeys(p for p in plan if p))}"
     tqdm.write(f"started {n} workers{gpu} (pids {', '.join(str(p.pid) for p in procs)}); logs in {logs}")
