@@ -26,7 +26,6 @@ import optuna
 
 from layersearch.config import compose_config, to_container
 from layersearch.lossnet.loss import LossConfig, PerceptualLoss
-from layersearch.lossnet.weights import RandomWeightsWarning
 from layersearch.search.storage import heartbeat_thread, open_storage
 from layersearch.trial.tasks import build_task
 from layersearch.trial.train import resolve_device, train
