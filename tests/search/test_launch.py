@@ -108,3 +108,15 @@ def test_slurm_array_through_submitits_local_executor(postgres_db, postgres_trac
     for path in [*files, *tmp_path.joinpath("studies").rglob("*.log")]:
         assert PG_PASSWORD.encode() not in path.read_bytes(), path
     assert PG_PASSWORD not in done.stdout + done.stderr
+
+
+def test_workers_are_pinned_to_their_gpu(tmp_path, monkeypatch, capsys):
+    script = "import os; print('gpu', os.environ.get('CUDA_VISIBLE_DEVICES'), 'omp', os.environ.get('OMP_NUM_THREADS'))"
+    monkeypatch.setattr(launch, "WORKER_COMMAND", [sys.executable, "-c", script])
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    launch._run_local(_cfg(tmp_path), 4, launch.gpu_plan(4, 2, ["0", "1"]))
+    logs = [(tmp_path / f"studies/w/logs/worker-{i}.log").read_text().split()[:2] for i in range(4)]
+    assert logs == [["gpu", "0"], ["gpu", "0"], ["gpu", "1"], ["gpu", "1"]]
+    launch._run_local(_cfg(tmp_path), 2, [None, None])  # CPU workers share the cores
+    expected = str(max(1, (os.cpu_count() or 1) // 2))
+    assert (tmp_path / "studies/w/logs/worker-1.log").read_text().split()[-1] == expected
