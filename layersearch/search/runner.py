@@ -52,8 +52,26 @@ def run_trial(study, trial, space, task, cfg, objectives, tracker, multi_pruner,
         (state, seconds spent training and evaluating), the latter for the sweep's overhead figure.
     """
     every = float(cfg["study"].get("heartbeat_s") or HEARTBEAT_S)
-    with heartbeat_thread(study, trial, every):
-        return _run(study, trial, space, task, cfg, objectives, tracker, multi_pruner, log)
+    try:
+        with heartbeat_thread(study, trial, every):
+            return _run(study, trial, space, task, cfg, objectives, tracker, multi_pruner, log)
+    except KeyboardInterrupt:
+        # Ctrl-C or SIGTERM (see study.stop_on_signals), wherever in the trial it landed (training, MLflow
+        # calls): the run was stopped, not broken. Recorded unless already told; rerunning resumes.
+        if _record_interrupt(study, trial, tracker):
+            log(f"trial {trial.number}: FAIL (interrupted)")
+        raise
+
+
+def _record_interrupt(study, trial, tracker) -> bool:
+    """Tell an interrupted trial FAIL and end its run KILLED; False if it was already told."""
+    try:
+        trial.set_user_attr("fail_reason", "interrupted")
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # stopped while closing its MLflow run: the next sweep's backfill closes that
+    study.tell(trial, state=TrialState.FAIL)
+    tracker.end_trial("FAIL", reason="interrupted", status="KILLED")
+    return True
 
 
 def _run(study, trial, space, task, cfg, objectives, tracker, multi_pruner, log) -> tuple[str, float]:
@@ -130,13 +148,6 @@ def _run(study, trial, space, task, cfg, objectives, tracker, multi_pruner, log)
         # Out of memory is this trial's size, not a bug: record it, free the memory (below, once the
         # traceback and the tensors its frames hold are gone), go on with the next trial.
         reason = "out of memory: " + " ".join(str(err).split())[:300]
-    except KeyboardInterrupt:
-        # Ctrl-C or SIGTERM (see study.stop_on_signals): the run was stopped, not broken; rerunning resumes.
-        trial.set_user_attr("fail_reason", "interrupted")
-        study.tell(trial, state=TrialState.FAIL)
-        tracker.end_trial("FAIL", reason="interrupted", status="KILLED")
-        log(f"{label}: FAIL (interrupted)")
-        raise
     except Exception as err:
         # Anything else is a bug: recorded, then it stops the sweep; rerunning resumes it.
         reason = f"{type(err).__name__}: {err}"
