@@ -1,6 +1,7 @@
 """Scale-out measurements: a 12-trial smoke study with 1 vs N workers, and the heartbeat thread's overhead.
 
     .venv/bin/python benchmarks/workers.py [--trials 12] [--workers 3] [--repeats 2] [--skip-sweeps]
+        [--hb-repeats 5] [--hb-steps 20]
 
 Sweeps: `layersearch sweep preset=smoke` in fresh folders, 1 worker and N workers interleaved (1, N, 1, N)
 so machine load hits both alike; wall time of the whole command (start-up included) and the ratio.
@@ -45,10 +46,10 @@ def time_sweep(workers: int, trials: int) -> tuple[float, str]:
         return seconds, summary
 
 
-def heartbeat_overhead(repeats: int) -> dict[str, list[float]]:
+def heartbeat_overhead(repeats: int, steps: int) -> dict[str, list[float]]:
     warnings.simplefilter("ignore")
-    cfg = to_container(compose_config(["preset=quickstart", "loss_net.weights=random",
-                                       "metrics.lpips.weights=random", "trainer.steps=60", "trainer.eval_every=30"]))
+    cfg = to_container(compose_config(["preset=quickstart", "loss_net.weights=random", "metrics.lpips.weights=random",
+                                       f"trainer.steps={steps}", f"trainer.eval_every={steps // 2}"]))
     cfg["trainer"]["progress"] = False
     device = resolve_device("cpu")
     task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], device)
@@ -77,6 +78,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--hb-repeats", type=int, default=5)
+    parser.add_argument("--hb-steps", type=int, default=20)
     parser.add_argument("--skip-sweeps", action="store_true")
     args = parser.parse_args()
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start; random weights")
@@ -90,7 +92,7 @@ def main() -> None:
         one, many = statistics.median(walls[1]), statistics.median(walls[args.workers])
         print(f"{args.trials}-trial smoke study: 1 worker {one:.1f} s, {args.workers} workers {many:.1f} s "
               f"(median of {args.repeats}); speed-up {one / many:.2f}x")
-    times = heartbeat_overhead(args.hb_repeats)
+    times = heartbeat_overhead(args.hb_repeats, args.hb_steps)
     ref = statistics.median(times["no heartbeat thread"])
     for name, values in times.items():
         med = statistics.median(values)
