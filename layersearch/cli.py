@@ -184,8 +184,10 @@ def run_export(cfg: DictConfig) -> int:
 
 
 def run_ui(cfg: DictConfig) -> int:
+    from .search.storage import check_study_name
     from .search.tracking import run_ui as serve
 
+    check_study_name(cfg.study.name)
     return serve(str(cfg.tracking.uri), str(cfg.study.name), port=int(cfg.get("port", 5000)))
 
 
@@ -264,9 +266,10 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("once", RandomWeightsWarning)
     try:
         return COMMANDS[command](args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as err:
+        # Ctrl-C: 130; SIGTERM (search.study.Interrupted, e.g. SLURM preemption): 143. Rerunning resumes.
         print(f"layersearch {command}: interrupted", file=sys.stderr)
-        return 130
+        return getattr(err, "exit_code", 130)
     except LayersearchError as err:
         # The user's input was wrong: one line, exit 2 (LAYERSEARCH_DEBUG=1 shows where it was noticed).
         if os.environ.get("LAYERSEARCH_DEBUG"):

@@ -77,6 +77,10 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), extra_dirs: list
     return cfg
 
 
+#: Allowed ranges (inclusive) of numeric keys whose type alone does not say enough.
+RANGES = {"port": (1, 65535), "study.workers": (1, 4096), "study.trials_per_device": (1, 64),
+          "study.heartbeat_s": (0.01, 86400), "study.grace_s": (0.1, 864000),
+          "launcher.array_size": (1, 100000), "launcher.gpus_per_job": (0, 64), "launcher.time_min": (1, 10**6)}
 #: Numeric keys that may also be null (each documented in its YAML file).
 NULLABLE = frozenset({"task.val_crop", "task.style_size", "trainer.eval_every"})
 _ABSENT = object()
@@ -132,6 +136,9 @@ def check_numbers(cfg: dict, choices: dict, extra_dirs=()) -> None:
                 raise ConfigValueError(f"{key} must be {kind}, got {value!r}")
             if isinstance(default, int) and isinstance(value, float) and not value.is_integer():
                 raise ConfigValueError(f"{key} must be a whole number, got {value!r}")
+            low, high = RANGES.get(key, (value, value))
+            if not low <= value <= high:
+                raise ConfigValueError(f"{key} must be between {low} and {high}, got {value!r}")
 
 
 def to_container(cfg: DictConfig) -> dict:

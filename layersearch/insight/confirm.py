@@ -12,8 +12,8 @@ trial per caller. Several ``confirm`` processes therefore share the queue, and a
 stopped. Two gaps of ``ask()`` are closed here:
 
 - On SQLite, ``ask()``'s row lock (``SELECT ... FOR UPDATE``) is a no-op, so two processes could pop the
-  same queued trial; every queue operation runs under an exclusive file lock beside the database (SQLite
-  databases are local files, so a file lock reaches every process that can open them).
+  same queued trial; every queue operation runs under the store's ``storage_lock`` (the sweep's: a file
+  lock beside SQLite and journal files, an advisory lock on PostgreSQL).
 - On a server database, two processes that start at once can enqueue the same missing job twice; the
   popped trial is then dropped as a duplicate unless it is the lowest-numbered live trial of its job.
 
@@ -24,15 +24,13 @@ job enqueued again; a job whose training diverged (non-finite loss) is a result 
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 import socket
 import statistics
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +45,7 @@ from ..lossnet.weights import any_random
 from ..outputs import RANDOM_BANNER, atomic_write_json, atomic_write_text, format_table
 from ..search.export import export_study, provenance_config
 from ..search.space import SearchSpace
-from ..search.storage import beating, load_study, open_storage, redact, sqlite_path
+from ..search.storage import HEARTBEAT_S, heartbeat_thread, load_study, open_storage, redact, storage_lock
 from ..search.study import task_metrics
 from ..search.tracking import StudyTracker
 from ..trial.tasks import build_task
@@ -218,21 +216,6 @@ def _random_weights(candidates: Sequence[Candidate], cfg: Mapping[str, Any]) -> 
 # --- the job queue: the trials of NAME.confirm ----------------------------------------------------------
 
 
-@contextmanager
-def _queue_lock(url: str) -> Iterator[None]:
-    """Exclusive across processes for SQLite storages (see the module docstring); a no-op for servers."""
-    db = sqlite_path(url)
-    if db is None:
-        yield
-        return
-    with open(db.with_name(db.name + ".lock"), "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _job(trial: FrozenTrial | optuna.Trial) -> tuple[str, int] | None:
     attrs = trial.user_attrs
     return (attrs[KEY], int(attrs[SEED])) if KEY in attrs and SEED in attrs else None
@@ -312,7 +295,7 @@ def _duplicate_of(jobs: optuna.Study, trial: optuna.Trial, job: tuple[str, int])
 
 def _claim(jobs: optuna.Study, url: str) -> optuna.Trial | None:
     """Pop the next queued job for this process (or None when the queue is empty)."""
-    with _queue_lock(url):
+    with storage_lock(url):
         while jobs.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
             trial = jobs.ask()
             job = _job(trial)
@@ -392,7 +375,7 @@ def _run_job(jobs: optuna.Study, trial: optuna.Trial, ctx: _Context) -> tuple[st
         trial.set_user_attr("curve", curve)
 
     timing = TrainResult(metrics={})
-    with beating(jobs, trial):
+    with heartbeat_thread(jobs, trial, HEARTBEAT_S):
         try:
             loss_fn = PerceptualLoss(LossConfig.from_mapping(attrs["layer_config"]), seed=int(ctx.cfg.get("seed", 0)))
             _, run = train(ctx.task, loss_fn, trainer, callback=report, result=timing)
@@ -615,8 +598,9 @@ def run_confirm(cfg: Mapping[str, Any]) -> ConfirmResult:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     names = [m for m, _ in objectives]
     jobs_name = study.study_name + SUFFIX
-    with _queue_lock(url):
-        jobs = optuna.create_study(study_name=jobs_name, storage=open_storage(url),
+    storage = open_storage(url)
+    with storage_lock(url):
+        jobs = optuna.create_study(study_name=jobs_name, storage=storage,
                                    directions=[d for _, d in objectives], load_if_exists=True)
         _check_budget(jobs, settings, cfg["trainer"], url)
         jobs.set_user_attr("objectives", names)

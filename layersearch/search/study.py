@@ -7,9 +7,12 @@ recorded with its reason.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +23,7 @@ from tqdm.auto import tqdm
 
 from ..config import literature_loss
 from ..lossnet.loss import LossConfig
-from ..lossnet.weights import any_random
+from ..lossnet.weights import any_random, weights_label
 from ..outputs import RANDOM_BANNER
 from ..trial.metrics import METRIC_DIRECTIONS
 from ..trial.tasks import build_task
@@ -29,7 +32,19 @@ from .algorithms import MultiObjectiveMedian, make_pruner, make_sampler
 from .export import provenance_config
 from .runner import run_trial
 from .space import NotInSpace, SearchSpace
-from .storage import StudyError, open_storage, redact, storage_url
+from .storage import (
+    GRACE_S,
+    HEARTBEAT_S,
+    StudyError,
+    check_study_name,
+    database_url,
+    fail_dead_trials,
+    open_storage,
+    redact,
+    sqlite_path,
+    storage_lock,
+    storage_url,
+)
 from .tracking import StudyTracker
 
 #: Consecutive infeasible trials after which the space is judged (nearly) impossible to sample.
@@ -118,71 +133,203 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace, log) -> list[str]
     return queued
 
 
-def run_sweep(cfg: Mapping[str, Any]) -> SweepResult:
-    """Run (or resume) the study ``cfg['study']['name']`` until it has ``n_trials`` complete+pruned trials."""
+class Interrupted(KeyboardInterrupt):
+    """SIGTERM (what SLURM sends before preempting a job): handled like Ctrl-C, exit status 143."""
+
+    exit_code = 143
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[None]:
+    """Turn SIGTERM into `Interrupted` for the block, so the running trial is recorded as interrupted."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise Interrupted(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@dataclass
+class Prepared:
+    """A study ready for trials: created, checked, baselines enqueued, its MLflow experiment open."""
+
+    study: optuna.Study
+    url: str
+    objectives: list[tuple[str, str]]
+    space: SearchSpace
+    random_weights: bool
+    n_trials: int
+    grace_s: float
+    tracker: StudyTracker | None = None
+
+
+def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True) -> Prepared:
+    """Validate the config, create or load the study, enqueue baselines; all before any trial runs.
+
+    Everything that two processes starting together could race on (Optuna's schema, the study, the
+    baselines) happens under `storage_lock`, so N sweeps started at the same moment share one study.
+    """
     study_cfg, trainer = cfg["study"], cfg["trainer"]
+    name = check_study_name(study_cfg.get("name"))
     objectives = resolve_objectives(study_cfg, cfg["task"])
     space = SearchSpace.from_config(cfg["search_space"], weights=str(cfg["loss_net"]["weights"]))
     n_trials, n_startup = int(study_cfg["n_trials"]), int(study_cfg.get("n_startup_trials", 4))
     n_warmup = int(study_cfg.get("n_warmup_steps", 0))
     if n_trials < 1:
         raise StudyError(f"study.n_trials must be >= 1, got {n_trials}")
+    heartbeat_s = float(study_cfg.get("heartbeat_s") or HEARTBEAT_S)
+    grace_s = float(study_cfg.get("grace_s") or GRACE_S)
+    if grace_s <= heartbeat_s:
+        raise StudyError(f"study.grace_s ({grace_s:g}) must exceed study.heartbeat_s ({heartbeat_s:g}), or live "
+                         "trials would be failed as dead")
     sampler = make_sampler(str(study_cfg["sampler"]), space, len(objectives), int(study_cfg.get("seed", 0)), n_startup)
     pruner = make_pruner(str(study_cfg["pruner"]), len(objectives), n_startup, n_warmup, trainer)
-    device = resolve_device(trainer["device"])
     url = storage_url(study_cfg, cfg["paths"]["studies_dir"])
-    storage = open_storage(url)
-    name = str(study_cfg["name"])
+    if sqlite_path(url) is None and database_url(url) == database_url(str(cfg["tracking"]["uri"])):
+        raise StudyError("study.storage and tracking.uri are the same database; Optuna and MLflow both keep an "
+                         "alembic_version table there: use separate databases (e.g. .../optuna and .../mlflow)")
+    storage = open_storage(url, heartbeat_s=heartbeat_s, grace_s=grace_s)
     random_weights = any_random(space.weights, cfg["metrics"]["lpips"]["weights"])
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own console view says what happens
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-    study = optuna.create_study(
-        study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-        directions=[d for _, d in objectives], load_if_exists=True,
-    )
-    _check_same_study(study, objectives, cfg)
-    if random_weights:
-        study.set_user_attr("random_weights", True)
-    log = tqdm.write
-    log(f"study {name} in {redact(url)}: {len(study.trials)} trials so far, objectives "
+    with storage_lock(url):
+        study = optuna.create_study(
+            study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+            directions=[d for _, d in objectives], load_if_exists=True,
+        )
+        _check_same_study(study, objectives, cfg)
+        if random_weights and not study.user_attrs.get("random_weights"):
+            study.set_user_attr("random_weights", True)
+        new = not study.get_trials(deepcopy=False)
+        queued = enqueue_baselines(study, space, log) if new else []
+    log(f"study {name} in {redact(url)}: {len(study.get_trials(deepcopy=False))} trials so far, objectives "
         + ", ".join(f"{m} ({d})" for m, d in objectives))
+    if queued:
+        log(f"enqueued literature baselines first: {', '.join(queued)}")
     if random_weights:
         log(RANDOM_BANNER)
-    optuna.storages.fail_stale_trials(study)
+    prepared = Prepared(study, url, objectives, space, random_weights, n_trials, grace_s)
+    if tracker:
+        prepared.tracker = StudyTracker(
+            str(cfg["tracking"]["uri"]), name, redact(url), artifacts=cfg["tracking"].get("artifacts"),
+            tags={"layersearch.task": _task_label(cfg["task"]),
+                  "layersearch.random_weights": str(random_weights).lower(),
+                  "layersearch.search_space": str(cfg["search_space"].get("name", "")),
+                  "layersearch.loss_net_weights": space.weights,
+                  "layersearch.lpips": f"{cfg['metrics']['lpips'].get('net', 'alex')}/"
+                                       f"{weights_label(cfg['metrics']['lpips'].get('weights', 'imagenet'))}"},
+        )
+        _fail_dead(prepared, log)
+        fixed = prepared.tracker.backfill(study.get_trials(deepcopy=False), [m for m, _ in objectives])
+        if fixed:
+            log(f"MLflow: recorded {fixed} trial runs that were missing or left running (from Optuna)")
+    return prepared
+
+
+def _task_label(task_cfg: Mapping[str, Any]) -> str:
+    """The task's name as its instance reports it (``sr_x4``), without building it (no data loading)."""
+    name = str(get_class(str(task_cfg["_target_"])).name)
+    return f"sr_x{task_cfg['scale']}" if name.startswith("sr_x") and "scale" in task_cfg else name
+
+
+def _fail_dead(prepared: Prepared, log) -> None:
+    for dead in fail_dead_trials(prepared.study, prepared.url, prepared.grace_s):
+        reason = dead.user_attrs.get("fail_reason", "worker died")
+        log(f"trial {dead.number}: FAIL ({reason}); retried once with the same parameters")
+        if prepared.tracker is not None:
+            prepared.tracker.kill_trial_runs(dead.number, reason)
+
+
+def reserve_trial(study: optuna.Study, url: str, n_trials: int) -> tuple[optuna.Trial | None, int]:
+    """Ask for a trial only while COMPLETE + PRUNED + RUNNING < n_trials; returns (trial or None, done).
+
+    Optuna's own ``n_trials`` counts per process, so N workers would run up to N times too many. Counting
+    and asking under `storage_lock` makes the check and the new RUNNING trial one step for every worker,
+    so the study ends with exactly ``n_trials`` COMPLETE + PRUNED (a trial that fails frees its slot).
+    None with done < n_trials means "the last trials are running elsewhere: wait".
+    """
+    with storage_lock(url):
+        states = [t.state for t in study.get_trials(deepcopy=False)]
+        done = states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED)
+        if done + states.count(TrialState.RUNNING) >= n_trials:
+            return None, done
+        return study.ask(), done
+
+
+def run_sweep(cfg: Mapping[str, Any]) -> SweepResult:
+    """Run (or resume) the study ``cfg['study']['name']`` until it has ``n_trials`` complete+pruned trials.
+
+    With ``study.workers > 1`` (or ``study.trials_per_device``, or ``launcher=slurm``) this process
+    prepares the study and starts the workers instead (see `launch`); each worker runs this loop.
+    """
+    from . import launch  # the worker launcher imports this module
+
+    if launch.wants_launcher(cfg):
+        return launch.run_launched(cfg)
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    log = tqdm.write
+    with stop_on_signals():
+        prep = prepare_study(cfg, log)
+        return _loop(cfg, prep, log)
+
+
+def summarize(prep: Prepared) -> SweepResult:
+    """The study's counts and best rows as they stand (after the workers), summary run refreshed."""
+    study, objectives = prep.study, prep.objectives
+    result = SweepResult(study.study_name, redact(prep.url), _counts(study), _best_rows(study, objectives),
+                         objectives, prep.random_weights)
+    result.experiment_id = prep.tracker.experiment_id if prep.tracker else None
+    if prep.tracker is not None:
+        prep.tracker.backfill(study.get_trials(deepcopy=False), [m for m, _ in objectives])
+        if result.best_rows:
+            _log_summary(study, objectives, prep.tracker, prep.url, prep.random_weights)
+    return result
+
+
+def _loop(cfg: Mapping[str, Any], prep: Prepared, log) -> SweepResult:
+    study, url, objectives, n_trials, tracker = prep.study, prep.url, prep.objectives, prep.n_trials, prep.tracker
+    name = study.study_name
     counts = _counts(study)
     done = counts["complete"] + counts["pruned"]
-    result = SweepResult(name, redact(url), counts, {}, objectives, random_weights)
+    result = SweepResult(name, redact(url), counts, {}, objectives, prep.random_weights)
+    result.experiment_id = tracker.experiment_id
     if done >= n_trials:
         log(f"study {name} already has {done} complete or pruned trials (study.n_trials={n_trials}); nothing to run")
         result.best_rows = _best_rows(study, objectives)
         return result
-    if not study.trials:
-        queued = enqueue_baselines(study, space, log)
-        if queued:
-            log(f"enqueued literature baselines first: {', '.join(queued)}")
 
     started = time.perf_counter()
+    device = resolve_device(cfg["trainer"]["device"])
     task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], device)
-    tracker = StudyTracker(
-        str(cfg["tracking"]["uri"]), name, redact(url),
-        tags={"layersearch.task": task.name, "layersearch.random_weights": str(random_weights).lower(),
-              "layersearch.search_space": str(cfg["search_space"].get("name", "")),
-              "layersearch.loss_net_weights": space.weights,
-              "layersearch.lpips": f"{task.lpips.net}/{task.lpips.weights_label}"},
-    )
-    result.experiment_id = tracker.experiment_id
     multi_pruner = None
-    if len(objectives) > 1 and study_cfg["pruner"] == "median":
-        multi_pruner = MultiObjectiveMedian(study, objectives[0][0], objectives[0][1], n_startup, n_warmup)
-    timeout = study_cfg.get("timeout")
+    if len(objectives) > 1 and cfg["study"]["pruner"] == "median":
+        multi_pruner = MultiObjectiveMedian(study, objectives[0][0], objectives[0][1],
+                                            int(cfg["study"].get("n_startup_trials", 4)),
+                                            int(cfg["study"].get("n_warmup_steps", 0)))
+    timeout = cfg["study"].get("timeout")
+    poll_s = min(5.0, float(cfg["study"].get("heartbeat_s") or HEARTBEAT_S))
     bar = tqdm(total=n_trials, initial=done, desc=f"sweep {name}", unit="trial", position=0)
     infeasible_in_a_row = failed_in_a_row = 0
     try:
-        while done < n_trials:
+        while True:
             if timeout and time.perf_counter() - started > float(timeout):
                 log(f"study.timeout={timeout}s reached; stopping (resume by running the same command again)")
                 break
-            state, seconds = run_trial(study, space, task, cfg, objectives, tracker, multi_pruner, log)
+            _fail_dead(prep, log)
+            trial, done = reserve_trial(study, url, n_trials)
+            bar.update(done - bar.n)
+            if trial is None:
+                if done >= n_trials:
+                    break
+                time.sleep(poll_s)  # the last trials run in other workers; one may die and need a retry
+                continue
+            state, seconds = run_trial(study, trial, prep.space, task, cfg, objectives, tracker, multi_pruner, log)
             result.seconds_in_training += seconds
             result.ran_trials += 1
             if state == "INFEASIBLE":
@@ -198,8 +345,7 @@ def run_sweep(cfg: Mapping[str, Any]) -> SweepResult:
                 raise StudyError(f"{failed_in_a_row} trials failed in a row (last: {last_fail_reason(study)}); "
                                  "fix the cause (e.g. trainer.lr) and run the same command again to resume")
             counts = _counts(study)
-            done = counts["complete"] + counts["pruned"]
-            bar.update(done - bar.n)
+            bar.update(counts["complete"] + counts["pruned"] - bar.n)
             best = _best_summary(study, objectives)
             bar.set_postfix_str(f"done {counts['complete']} pruned {counts['pruned']} failed {counts['failed']} | {best}")
     finally:
@@ -208,7 +354,7 @@ def run_sweep(cfg: Mapping[str, Any]) -> SweepResult:
         result.counts = _counts(study)
         result.best_rows = _best_rows(study, objectives)
         if result.best_rows:
-            _log_summary(study, objectives, tracker, url, random_weights)
+            _log_summary(study, objectives, tracker, url, prep.random_weights)
     return result
 
 
@@ -260,4 +406,6 @@ def _log_summary(study, objectives, tracker, url, random_weights) -> None:
     configs = [provenance_config(study, t, names, url) for t in best]
     table = [{"trial": t.number, "baseline": t.user_attrs.get("baseline", ""),
               **dict(zip(names, t.values, strict=True))} for t in best]
-    tracker.log_summary(configs, table, redact(url), extra_params={"random_weights": str(random_weights).lower()})
+    # Locked: two workers finishing together would each replace the summary run and leave two.
+    with storage_lock(tracker.uri):
+        tracker.log_summary(configs, table, redact(url), extra_params={"random_weights": str(random_weights).lower()})

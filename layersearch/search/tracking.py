@@ -7,6 +7,7 @@ and `ui_command` are used by code paths (and tests) that never touch a tracking 
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 import re
@@ -15,18 +16,21 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ..errors import LayersearchError
-from .storage import redact, sqlite_path
+from .storage import STORAGE_TIMEOUT_S, database_url, redact, scrub, sqlite_path, storage_lock, within
 
 __all__ = [
     "UI_ENV",
     "StudyTracker",
+    "TrackingError",
     "artifact_location_for",
+    "trial_run_name",
     "find_experiment",
     "run_ui",
     "ui_command",
@@ -45,6 +49,12 @@ EXPERIMENT_KIND = "custom_model_development"
 STORAGE_TAG = "layersearch.optuna_storage"
 TRIAL_TAG = "layersearch.trial"
 STATE_TAG = "layersearch.state"
+BACKFILL_TAG = "layersearch.backfilled"
+RETRY_TAG = "layersearch.retry_of"
+#: MLflow run status of each Optuna state (issue: pruned and failed runs say so in the runs table).
+RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
+#: Fail reasons that mean the trial was stopped from outside, not failed by itself: its run is KILLED.
+KILLED_REASONS = ("interrupted", "worker died")
 REASON_TAG = "layersearch.reason"
 SUMMARY_TAG = "layersearch.summary"
 NONFINITE_TAG = "layersearch.nonfinite"
@@ -60,18 +70,50 @@ UI_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 MAX_PARAM_CHARS = 6000  # MLflow rejects longer param values
 _BATCH = 100  # MLflow's per-call limit for params and for tags in log_batch
 
-def artifact_location_for(uri: str, study_name: str) -> str | None:
-    """Where a study's run artifacts go: `<db folder>/mlartifacts/<study>` for a sqlite store.
+def artifact_location_for(uri: str, study_name: str, artifacts: str | None = None) -> str | None:
+    """Where a study's run artifacts go.
 
-    With a sqlite store MLflow would otherwise put artifacts under `./mlruns` of whatever directory the
-    sweep ran in, and a UI started elsewhere could not show them. An absolute file: URI next to the
-    database works from any cwd. Other stores (file, http, databases) keep MLflow's own default.
+    - ``artifacts`` (``tracking.artifacts``) given: ``<artifacts>/<study>`` (a local folder becomes an
+      absolute file: URI; any MLflow artifact URI such as ``s3://bucket/x`` is used as written).
+    - a sqlite store: ``<db folder>/mlartifacts/<study>``. MLflow would otherwise put artifacts under
+      ``./mlruns`` of whatever directory the sweep ran in, where a UI started elsewhere cannot see them.
+    - other stores: None (MLflow's default; an http server decides itself). A database store without
+      ``tracking.artifacts`` is refused by `StudyTracker` rather than silently writing to ./mlruns.
     """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", study_name) or "study"
+    if artifacts:
+        artifacts = str(artifacts)
+        if "://" in artifacts or artifacts.startswith("file:"):
+            return f"{artifacts.rstrip('/')}/{safe}"
+        return (Path(artifacts).resolve() / safe).as_uri()
     db = sqlite_path(uri)
     if db is None:
         return None
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", study_name) or "study"
     return (db.resolve().parent / "mlartifacts" / safe).as_uri()
+
+
+def is_database_uri(uri: str) -> bool:
+    """A tracking URI that MLflow opens as a SQL database (sqlite, postgresql, mysql, mssql)."""
+    return re.match(r"^(sqlite|postgres|postgresql|mysql|mssql)(\+\w+)?://", str(uri)) is not None
+
+
+def trial_run_name(number: int, layer_config: dict | None, baseline: str | None = None,
+                   retry_of: int | None = None) -> str:
+    """``#12 relu2_2+relu4_3`` (``style:`` marks Gram layers), ``#0 johnson_sr`` for a baseline.
+
+    The runs table then answers "which layers" without opening each run.
+    """
+    if baseline:
+        what = baseline
+    elif layer_config:
+        layers = list(layer_config.get("content_layers") or {})
+        layers += [f"style:{n}" for n in layer_config.get("style_layers") or {}]
+        if float(layer_config.get("pixel_weight") or 0) > 0:
+            layers.append("pixel")
+        what = "+".join(layers) or "no layers"
+    else:
+        what = "infeasible"
+    return f"#{number} {what}" + (f" (retry of #{retry_of})" if retry_of is not None else "")
 
 
 def find_experiment(uri: str, study_name: str) -> str | None:
@@ -81,57 +123,117 @@ def find_experiment(uri: str, study_name: str) -> str | None:
         return None  # opening a client would create an empty database as a side effect
     import mlflow
 
-    exp = mlflow.MlflowClient(tracking_uri=uri).get_experiment_by_name(study_name)
+    exp = within(STORAGE_TIMEOUT_S, lambda: mlflow.MlflowClient(tracking_uri=database_url(uri)).get_experiment_by_name(
+        study_name), "tracking store", uri, TrackingError)
     if exp is None or exp.lifecycle_stage != "active":
         return None
     return exp.experiment_id
+
+
+def _killed(reason: str | None) -> bool:
+    return bool(reason) and str(reason).startswith(KILLED_REASONS)
+
+
+def _probe_server(uri: str, timeout: float = 10) -> None:
+    """Fail fast when an http tracking server does not answer (MLflow's own client retries for minutes)."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=timeout).close()
+    except urllib.error.HTTPError:
+        return  # something answers; MLflow will say more if it is not a tracking server
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise TrackingError(f"cannot reach tracking server {redact(uri)}: {reason}") from None
 
 
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def _tolerant(method):
+    """Run a tracker method; on an MLflow error warn once per tracker and carry on.
+
+    Optuna is the source of truth: a lost MLflow write must never lose a trial or stop a sweep. The next
+    sweep's `StudyTracker.backfill` recreates what is missing from Optuna.
+    """
+
+    @functools.wraps(method)
+    def wrapped(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as err:  # MLflow raises many types (MlflowException, OperationalError, HTTP errors)
+            self.errors += 1
+            if self.errors == 1:
+                message = scrub(" ".join(str(err).split())[:200], self.uri)
+                warnings.warn(f"MLflow error in {method.__name__} ({type(err).__name__}: {message}); the sweep "
+                              "goes on and Optuna keeps every result; the next `layersearch sweep` fills in the "
+                              "missing MLflow runs", stacklevel=2)
+            return None
+
+    return wrapped
+
+
 class StudyTracker:
     """Records one Optuna study in MLflow: an experiment, a run per trial, a summary run.
 
     Args:
-        uri: MLflow tracking URI, e.g. `sqlite:///studies/mlflow.db`.
+        uri: MLflow tracking URI, e.g. `sqlite:///studies/mlflow.db`, `postgresql://...`, `http://...`.
         study_name: the Optuna study name; also the experiment name.
         storage_url: the Optuna storage URL; stored redacted as the tag `layersearch.optuna_storage`.
         tags: experiment tags, copied onto every run, e.g. `{"layersearch.random_weights": "true"}`.
+        artifacts: `tracking.artifacts`: where run artifacts go (required with a non-sqlite database store).
+
+    Raises:
+        TrackingError: the store cannot be reached within STORAGE_TIMEOUT_S, or a database store without
+            `artifacts`; one line, password removed.
     """
 
-    def __init__(self, uri: str, study_name: str, storage_url: str, tags: dict[str, str] | None = None):
-        import mlflow
-
-        db = sqlite_path(uri)
-        if db is not None:
-            db.parent.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
+    def __init__(self, uri: str, study_name: str, storage_url: str, tags: dict[str, str] | None = None,
+                 artifacts: str | None = None):
         self.uri = uri
         self.study_name = study_name
-        self.client = mlflow.MlflowClient(tracking_uri=uri)
+        self.errors = 0  # MLflow errors tolerated so far (see _tolerant)
         # Copied onto each run so a random-weights run is labelled even when seen outside its experiment.
         self.run_tags = {str(k): str(v) for k, v in (tags or {}).items()}
         self.run_tags[STORAGE_TAG] = redact(storage_url)
-        exp_tags = {**self.run_tags, EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
-        if self.random_weights:
-            exp_tags[NOTE_TAG] = RANDOM_NOTE
-
-        exp = self.client.get_experiment_by_name(study_name)
-        if exp is None:
-            self.experiment_id = self.client.create_experiment(
-                study_name, artifact_location=artifact_location_for(uri, study_name), tags=exp_tags
-            )
-        else:
-            self.experiment_id = exp.experiment_id
-            if exp.lifecycle_stage != "active":
-                # A name stays taken after deletion in MLflow; resuming the study should bring it back.
-                self.client.restore_experiment(self.experiment_id)
-            for k, v in exp_tags.items():
-                self.client.set_experiment_tag(self.experiment_id, k, v)
+        if is_database_uri(uri) and sqlite_path(uri) is None and not artifacts:
+            raise TrackingError(f"tracking.uri {redact(uri)} is a database: set tracking.artifacts to a folder "
+                                "every worker and the dashboard can read (or an artifact URI such as s3://...)")
+        self.artifact_location = artifact_location_for(uri, study_name, artifacts)
+        self.client, self.experiment_id = within(
+            STORAGE_TIMEOUT_S, self._connect, "tracking store", uri, TrackingError
+        )
         self.run_id: str | None = None
         self._last_step = 0
         self._nonfinite: list[str] = []
+
+    def _connect(self):
+        import mlflow
+
+        db = sqlite_path(self.uri)
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)  # sqlite creates the file, not its folder
+        if re.match(r"^https?://", self.uri):
+            _probe_server(self.uri)
+        exp_tags = {**self.run_tags, EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        if self.random_weights:
+            exp_tags[NOTE_TAG] = RANDOM_NOTE
+        # The lock makes creating MLflow's schema and the experiment safe when workers start together.
+        with storage_lock(self.uri):
+            client = mlflow.MlflowClient(tracking_uri=database_url(self.uri))
+            exp = client.get_experiment_by_name(self.study_name)
+            if exp is None:
+                return client, client.create_experiment(
+                    self.study_name, artifact_location=self.artifact_location, tags=exp_tags
+                )
+        if exp.lifecycle_stage != "active":
+            # A name stays taken after deletion in MLflow; resuming the study should bring it back.
+            client.restore_experiment(exp.experiment_id)
+        for k, v in exp_tags.items():
+            client.set_experiment_tag(exp.experiment_id, k, v)
+        return client, exp.experiment_id
 
     @property
     def random_weights(self) -> bool:
@@ -150,14 +252,20 @@ class StudyTracker:
             self.client.log_batch(run_id, metrics=metrics[:1000], params=params[:_BATCH], tags=tags[:_BATCH])
             metrics, params, tags = metrics[1000:], params[_BATCH:], tags[_BATCH:]
 
+    @_tolerant
     def start_trial(
-        self, number: int, params: dict[str, Any], layer_config: dict, tags: dict[str, str] | None = None
+        self, number: int, params: dict[str, Any], layer_config: dict, tags: dict[str, str] | None = None,
+        name: str | None = None,
     ) -> str:
-        """Open the run `trial-<number>` with its params and `layer_config.yaml`; returns the run id."""
+        """Open the run `name` (default `trial_run_name`) with its params and `layer_config.yaml`.
+
+        Returns the run id (None after a tolerated MLflow error).
+        """
         from mlflow.entities import Param
 
+        self.run_id = None
         run_tags = {TRIAL_TAG: str(number), **{str(k): str(v) for k, v in (tags or {}).items()}}
-        self.run_id = self._new_run(f"trial-{number}", run_tags)
+        self.run_id = self._new_run(name or trial_run_name(number, layer_config), run_tags)
         self._last_step = 0
         self._nonfinite = []
         self._log_batch(
@@ -174,6 +282,7 @@ class StudyTracker:
             raise RuntimeError("no trial run is open: call start_trial first")
         return self.run_id
 
+    @_tolerant
     def log_metrics(self, step: int, metrics: dict[str, float]) -> None:
         """Log `metrics` at `step` to the current trial in one call; non-finite values become a tag."""
         from mlflow.entities import Metric, RunTag
@@ -195,29 +304,104 @@ class StudyTracker:
             tags.append(RunTag(NONFINITE_TAG, ", ".join(self._nonfinite)[-MAX_PARAM_CHARS:]))
         self._log_batch(run_id, metrics=good, tags=tags)
 
+    @_tolerant
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Attach a file (e.g. `preview.png`) to the current trial run."""
         self.client.log_artifact(self._current(), str(path), artifact_path)
 
+    @_tolerant
     def end_trial(
-        self, state: str, values: dict[str, float] | None = None, reason: str | None = None
+        self, state: str, values: dict[str, float] | None = None, reason: str | None = None,
+        status: str | None = None,
     ) -> None:
-        """Close the current trial. `state`: COMPLETE or PRUNED (run FINISHED) or FAIL (run FAILED)."""
+        """Close the current trial run with its Optuna state, final values and reason.
+
+        MLflow status: COMPLETE -> FINISHED, PRUNED -> KILLED, FAIL -> FAILED; ``status="KILLED"`` for a
+        failed trial that did not fail by itself (interrupted, its worker died). The `layersearch.state` tag
+        keeps the Optuna state either way.
+        """
         from mlflow.entities import RunTag
 
         state = state.upper()
-        if state not in ("COMPLETE", "PRUNED", "FAIL"):
+        if state not in RUN_STATUS:
             raise ValueError(f"unknown trial state {state!r}; expected COMPLETE, PRUNED or FAIL")
-        run_id = self._current()
+        run_id, self.run_id = self.run_id, None
+        if run_id is None:
+            return  # its start was lost to an MLflow error; backfill records it later
         tags = [RunTag(STATE_TAG, state)]
         if reason:
             tags.append(RunTag(REASON_TAG, str(reason)[:MAX_PARAM_CHARS]))
         self._log_batch(run_id, tags=tags)
         if values:
-            self.log_metrics(self._last_step, values)
-        # Pruning is a normal outcome of a study, so the run is FINISHED; the state tag tells it apart.
-        self.client.set_terminated(run_id, "FAILED" if state == "FAIL" else "FINISHED")
-        self.run_id = None
+            self.run_id = run_id
+            try:
+                self.log_metrics(self._last_step, values)
+            finally:
+                self.run_id = None
+        self.client.set_terminated(run_id, status or RUN_STATUS[state])
+
+    @_tolerant
+    def kill_trial_runs(self, number: int, reason: str) -> int:
+        """End the still-running MLflow runs of trial ``number`` as KILLED with ``reason``; returns how many."""
+        from mlflow.entities import RunTag
+
+        runs = self._all_runs(f"tags.`{TRIAL_TAG}` = '{int(number)}' and attributes.status = 'RUNNING'")
+        for run in runs:
+            self._log_batch(run.info.run_id, tags=[RunTag(STATE_TAG, "FAIL"), RunTag(REASON_TAG, reason)])
+            self.client.set_terminated(run.info.run_id, "KILLED")
+        return len(runs)
+
+    @_tolerant
+    def backfill(self, trials: list, objectives: list[str]) -> int:
+        """Make MLflow agree with Optuna (the source of truth) for finished ``trials``; returns runs changed.
+
+        A finished trial without a run gets one (params, layer config, final values, state and reason,
+        tagged `layersearch.backfilled`); a run still RUNNING for a finished trial is ended with the
+        trial's state. Used at the start of every sweep, so MLflow errors and killed workers leave no gap.
+        """
+        from mlflow.entities import Metric, Param, RunTag
+
+        finished = [t for t in trials if t.state.is_finished()]
+        if not finished:
+            return 0
+        runs: dict[int, list] = {}
+        for run in self.trial_runs():
+            runs.setdefault(int(run.data.tags[TRIAL_TAG]), []).append(run)
+        changed = 0
+        for t in finished:
+            state = {"COMPLETE": "COMPLETE", "PRUNED": "PRUNED"}.get(t.state.name, "FAIL")
+            reason = t.user_attrs.get("fail_reason")
+            status = "KILLED" if state == "FAIL" and _killed(reason) else RUN_STATUS[state]
+            existing = runs.get(t.number, [])
+            for run in existing:
+                if run.info.status == "RUNNING":
+                    tags = [RunTag(STATE_TAG, state)] + ([RunTag(REASON_TAG, reason)] if reason else [])
+                    self._log_batch(run.info.run_id, tags=tags)
+                    self.client.set_terminated(run.info.run_id, status)
+                    changed += 1
+            if existing:
+                continue
+            tags = {TRIAL_TAG: str(t.number), BACKFILL_TAG: "true", STATE_TAG: state}
+            if reason:
+                tags[REASON_TAG] = str(reason)[:MAX_PARAM_CHARS]
+            if t.user_attrs.get("baseline"):
+                tags["layersearch.baseline"] = str(t.user_attrs["baseline"])
+            run_id = self._new_run(trial_run_name(t.number, t.user_attrs.get("layer_config"),
+                                                  t.user_attrs.get("baseline")), tags)
+            metrics = []
+            if t.values is not None and state == "COMPLETE":
+                metrics = [Metric(n, float(v), _now_ms(), 0) for n, v in zip(objectives, t.values, strict=False)
+                           if math.isfinite(float(v))]
+            params = [Param(str(k), str(v)[:MAX_PARAM_CHARS]) for k, v in t.params.items()]
+            self._log_batch(run_id, metrics=metrics, params=params)
+            if t.user_attrs.get("layer_config"):
+                with tempfile.TemporaryDirectory() as tmp:
+                    path = Path(tmp) / "layer_config.yaml"
+                    path.write_text(yaml.safe_dump(t.user_attrs["layer_config"], sort_keys=False))
+                    self.client.log_artifact(run_id, str(path))
+            self.client.set_terminated(run_id, status)
+            changed += 1
+        return changed
 
     def trial_runs(self) -> list:
         """Live trial runs of this experiment (not the summary), ordered by trial number."""
@@ -233,6 +417,7 @@ class StudyTracker:
                 break
         return sorted(runs, key=lambda r: int(r.data.tags.get(TRIAL_TAG, -1)))
 
+    @_tolerant
     def log_summary(
         self,
         best: list[dict],
@@ -366,7 +551,7 @@ def ui_command(uri: str, port: int, host: str = "127.0.0.1") -> list[str]:
     (see `artifact_location_for`), which the server reads directly, so no artifact flags are needed for
     the UI to list them and show preview images. Start it with `UI_ENV` in the environment.
     """
-    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", uri,
+    return [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", database_url(uri),
             "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
 
 
@@ -396,6 +581,8 @@ def run_ui(uri: str, study_name: str | None, port: int = 5000, open_for_seconds:
         TrackingError: when the port is already in use.
     """
     host = "127.0.0.1"
+    if not 1 <= int(port) <= 65535:
+        raise TrackingError(f"port must be 1..65535, got {port}")
     if not _port_free(host, port):
         raise TrackingError(f"port {port} on {host} is already in use; choose another port")
     db = sqlite_path(uri)

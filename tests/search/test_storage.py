@@ -12,7 +12,7 @@ from helpers import smoke
 
 from layersearch.search.storage import (
     StudyError,
-    beating,
+    heartbeat_thread,
     load_study,
     record_heartbeat,
     sqlite_path,
@@ -76,14 +76,14 @@ def test_record_heartbeat_keeps_a_trial_alive_and_its_absence_fails_it(tmp_path)
     assert study.trials[0].state == optuna.trial.TrialState.FAIL  # no beat for longer than the grace period
 
 
-def test_beating_keeps_a_trial_alive_from_a_thread_while_the_block_runs(tmp_path):
+def test_heartbeat_thread_keeps_a_trial_alive_while_the_block_runs(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage")
         storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=1, grace_period=1)
         study = optuna.create_study(storage=storage)
         trial = study.ask()
-    with beating(study, trial, interval_s=0.2):
+    with heartbeat_thread(study, trial, 0.2):
         time.sleep(2.5)  # longer than the grace period, with no beat from this thread
         optuna.storages.fail_stale_trials(study)
         assert study.trials[0].state == optuna.trial.TrialState.RUNNING

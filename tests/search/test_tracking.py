@@ -84,7 +84,7 @@ def test_trial_run_records_everything(tracker, tmp_path):
     tracker.end_trial("COMPLETE", {"lpips": 0.35, "ssim_y": 0.8})
 
     run = tracker.client.get_run(run_id)
-    assert run.info.run_name == "trial-0"
+    assert run.info.run_name == "#0 relu2_2"  # says which layers (issue 8)
     assert run.info.status == "FINISHED"
     assert run.data.params["layer"] == "relu2_2" and run.data.params["content_weight"] == "1.0"
     assert len(run.data.params["long"]) == tracking.MAX_PARAM_CHARS
@@ -106,7 +106,7 @@ def test_trial_run_records_everything(tracker, tmp_path):
     assert yaml.safe_load(open(local)) == config
 
 
-@pytest.mark.parametrize(("state", "status"), [("FAIL", "FAILED"), ("PRUNED", "FINISHED")])
+@pytest.mark.parametrize(("state", "status"), [("FAIL", "FAILED"), ("PRUNED", "KILLED")])
 def test_failed_and_pruned_trials(tracker, state, status):
     run_id = tracker.start_trial(1 if state == "FAIL" else 2, {"layer": "relu5_4"}, {})
     tracker.end_trial(state, reason="loss was nan at step 5")
@@ -151,7 +151,7 @@ def test_summary_run_is_replaced(tracker, tmp_path):
     md = open(tracker.client.download_artifacts(second, "pareto.md", str(tmp_path))).read()
     assert md.splitlines()[0] == "| trial | lpips | psnr_y |"
     # The summary is not a trial.
-    assert all(r.info.run_name.startswith("trial-") for r in tracker.trial_runs())
+    assert all(r.info.run_name.startswith("#") for r in tracker.trial_runs())
 
 
 def test_ui_url_and_command():
@@ -198,3 +198,43 @@ def test_run_ui_port_taken():
         s.listen()
         with pytest.raises(ValueError, match="already in use"):
             run_ui("sqlite:///unused.db", None, port=s.getsockname()[1])
+
+
+def test_trial_run_names_say_which_layers():
+    from layersearch.search.tracking import trial_run_name
+
+    assert trial_run_name(12, {"content_layers": {"relu2_2": 1.0, "relu4_3": 0.5}}) == "#12 relu2_2+relu4_3"
+    assert trial_run_name(0, {"content_layers": {"relu2_2": 1.0}}, baseline="johnson_sr") == "#0 johnson_sr"
+    assert trial_run_name(3, {"content_layers": {}, "style_layers": {"relu1_2": 1.0}, "pixel_weight": 1.0}) == (
+        "#3 style:relu1_2+pixel")
+    assert trial_run_name(7, {"content_layers": {"relu5_3": 1.0}}, retry_of=4) == "#7 relu5_3 (retry of #4)"
+    assert trial_run_name(5, None) == "#5 infeasible"
+
+
+def test_artifacts_go_where_asked_and_a_database_store_needs_them(tmp_path):
+    assert tracking.artifact_location_for("sqlite:///x/mlflow.db", "s", str(tmp_path / "art")) == (
+        (tmp_path / "art" / "s").as_uri())
+    assert tracking.artifact_location_for("postgresql://u:p@h/db", "s", "s3://bucket/runs/") == "s3://bucket/runs/s"
+    assert tracking.artifact_location_for("http://mlflow:5000", "s") is None
+    with pytest.raises(tracking.TrackingError) as err:
+        StudyTracker("postgresql://optuna:s3cret@127.0.0.1:9/mlflow", "s", STORAGE)
+    assert "set tracking.artifacts" in str(err.value) and "s3cret" not in str(err.value)
+
+
+def test_database_tracking_store_unreachable_is_one_redacted_line(tmp_path):
+    with pytest.raises(tracking.TrackingError) as err:
+        StudyTracker("postgresql://optuna:s3cret@127.0.0.1:9/mlflow", "s", STORAGE, artifacts=str(tmp_path))
+    assert "cannot open tracking store postgresql://optuna:***@127.0.0.1:9/mlflow" in str(err.value)
+    assert "s3cret" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_tolerated_mlflow_error_warns_once(tracker, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("connection reset for postgresql://optuna:s3cret@db/mlflow")
+
+    monkeypatch.setattr(tracker.client, "create_run", broken)
+    with pytest.warns(UserWarning, match="MLflow error in start_trial") as caught:
+        assert tracker.start_trial(1, {}, {}) is None
+        tracker.log_metrics(2, {"lpips": 0.3})  # no open run: nothing logged, no second warning
+        tracker.end_trial("COMPLETE", {"lpips": 0.3})
+    assert len(caught) == 1 and "s3cret" not in str(caught[0].message)

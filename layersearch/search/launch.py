@@ -1,0 +1,252 @@
+"""Starting many workers on one study: processes on this host (`study.workers`, `study.trials_per_device`)
+or a SLURM job array (`launcher=slurm`, through submitit).
+
+The parent prepares the study first (schemas, study, baselines, MLflow experiment), so nothing races at
+start-up; then every worker runs the ordinary sweep loop against the same storage, reserving trials under
+the storage lock until the study has exactly ``study.n_trials`` COMPLETE + PRUNED trials. Passwords never
+travel in a file: a worker gets its config through its environment, and a SLURM job reads the storage and
+tracking URLs from the environment that sbatch exports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tqdm.auto import tqdm
+
+from .storage import StudyError, journal_path, redact, scrub, sqlite_path, storage_url
+
+__all__ = ["gpu_plan", "n_workers", "run_launched", "wants_launcher", "worker_main"]
+
+WORKER_COMMAND = [sys.executable, "-m", "layersearch.search.launch"]
+CONFIG_ENV = "LAYERSEARCH_WORKER_CONFIG"  # a worker's whole config, as JSON (never written to disk)
+STORAGE_ENV = "LAYERSEARCH_STUDY_STORAGE"  # a SLURM job's real storage URL (its pickled config is redacted)
+TRACKING_ENV = "LAYERSEARCH_TRACKING_URI"
+
+
+def _visible_gpus(cfg: Mapping[str, Any]) -> list[str]:
+    """The GPUs this host's workers may use (CUDA_VISIBLE_DEVICES order), none on CPU runs."""
+    if str(cfg["trainer"].get("device", "auto")) == "cpu":
+        return []
+    import torch
+
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(count)]
+    return ids[:count]
+
+
+def n_workers(cfg: Mapping[str, Any], gpus: list[str]) -> int:
+    """``study.workers`` when above 1, else ``study.trials_per_device`` x the visible GPUs (x 1 on CPU)."""
+    workers = int(cfg["study"].get("workers") or 1)
+    per_device = int(cfg["study"].get("trials_per_device") or 1)
+    if workers < 1 or per_device < 1:
+        raise StudyError(f"study.workers and study.trials_per_device must be >= 1, got {workers} and {per_device}")
+    return workers if workers > 1 else per_device * max(1, len(gpus))
+
+
+def gpu_plan(n: int, per_device: int, gpus: list[str]) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES of each worker: ``per_device`` consecutive workers share a GPU, round robin."""
+    if not gpus:
+        return [None] * n
+    return [gpus[(i // per_device) % len(gpus)] for i in range(n)]
+
+
+def wants_launcher(cfg: Mapping[str, Any]) -> bool:
+    """True when this process should start workers rather than run trials itself."""
+    if os.environ.get(CONFIG_ENV) is not None:
+        return False  # we are a worker
+    launcher = (cfg.get("launcher") or {}).get("name", "local")
+    return launcher == "slurm" or int(cfg["study"].get("workers") or 1) > 1 or int(
+        cfg["study"].get("trials_per_device") or 1) > 1
+
+
+def run_launched(cfg: Mapping[str, Any]):
+    """Prepare the study, start its workers (local processes or a SLURM array), wait, sum up."""
+    from .study import prepare_study, summarize
+
+    cfg = json.loads(json.dumps(cfg))  # a private copy we may edit
+    launcher = (cfg.get("launcher") or {}).get("name", "local")
+    gpus = [] if launcher == "slurm" else _visible_gpus(cfg)
+    n = int(cfg["launcher"].get("array_size") or 1) if launcher == "slurm" else n_workers(cfg, gpus)
+    url = storage_url(cfg["study"], cfg["paths"]["studies_dir"]) if n > 1 or launcher == "slurm" else None
+    if sqlite_path(url or "") is not None:
+        raise StudyError(
+            f"study {cfg['study']['name']} is a SQLite file ({sqlite_path(url)}), which is not safe for "
+            f"{n} concurrent workers{' on other machines' if launcher == 'slurm' else ''}: use a new study.name "
+            "(its default storage is then a journal file) or study.storage=postgresql://..."
+        )
+    if launcher == "slurm" and journal_path(url or "") is not None and not cfg["study"].get("storage"):
+        tqdm.write(f"note: the study is the journal file {journal_path(url)}; SLURM jobs on other machines "
+                   "need it on a shared file system (or use study.storage=postgresql://...)")
+    cfg["study"]["storage"] = url
+    prep = prepare_study(cfg)
+    per_device = int(cfg["study"].get("trials_per_device") or 1)
+    cfg["study"]["workers"] = cfg["study"]["trials_per_device"] = 1
+    if launcher == "slurm":
+        codes = _run_slurm(cfg, n)
+    else:
+        codes = _run_local(cfg, n, gpu_plan(n, per_device, gpus))
+    result = summarize(prep)
+    done = result.counts["complete"] + result.counts["pruned"]
+    bad = {i: c for i, c in codes.items() if c != 0}
+    for i, code in bad.items():
+        what = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        tqdm.write(f"worker {i} {what}" + ("; the others failed and retried its trial" if done >= prep.n_trials
+                                            else ""))
+    if done < prep.n_trials and bad:
+        first = next(iter(bad.values()))
+        raise StudyError(f"the study has {done} of {prep.n_trials} trials and {len(bad)} worker(s) failed "
+                         f"(first exit status {first}); see the worker logs; run the same command to resume")
+    return result
+
+
+def _log_dir(cfg: Mapping[str, Any]) -> Path:
+    return Path(cfg["paths"]["studies_dir"]) / str(cfg["study"]["name"]) / "logs"
+
+
+def _run_local(cfg: dict, n: int, plan: list[str | None]) -> dict[int, int]:
+    """N worker processes on this host; their output goes, passwords removed, to the console and a log."""
+    secrets = [str(cfg["study"]["storage"]), str(cfg["tracking"]["uri"])]
+    logs = _log_dir(cfg)
+    logs.mkdir(parents=True, exist_ok=True)
+    procs: list[subprocess.Popen] = []
+    for i in range(n):
+        # Each worker its own sampler seed: with one seed, workers draw the same samples from the same history.
+        worker_cfg = {**cfg, "worker": i, "study": {**cfg["study"], "seed": int(cfg["study"].get("seed") or 0) + i}}
+        env = {**os.environ, CONFIG_ENV: json.dumps(worker_cfg), "TQDM_DISABLE": "1",
+               "PYTHONUNBUFFERED": "1"}
+        if plan[i] is not None:
+            env["CUDA_VISIBLE_DEVICES"] = plan[i]
+        elif "OMP_NUM_THREADS" not in os.environ:
+            # CPU workers share the cores instead of each starting one thread per core.
+            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
+        procs.append(subprocess.Popen(WORKER_COMMAND, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    gpu = "" if plan[0] is None else f" on GPUs {', '.join(dict.fromkeys(p for p in plan if p))}"
+    tqdm.write(f"started {n} workers{gpu} (pids {', '.join(str(p.pid) for p in procs)}); logs in {logs}")
+
+    def pump(i: int, proc: subprocess.Popen) -> None:
+        with open(logs / f"worker-{i}.log", "a") as log_file:
+            for line in proc.stdout:
+                clean = scrub(line.rstrip("\n"), *secrets)
+                log_file.write(clean + "\n")
+                log_file.flush()
+                tqdm.write(f"[worker {i}] {clean}")
+
+    pumps = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)]
+    for t in pumps:
+        t.start()
+
+    def forward(signum, frame):
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward) if threading.current_thread() is threading.main_thread() else None
+    try:
+        codes = {i: p.wait() for i, p in enumerate(procs)}
+    except KeyboardInterrupt:
+        # The terminal's Ctrl-C reached the workers too (same process group): let them record the trial.
+        for p in procs:
+            p.wait()
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        for t in pumps:
+            t.join(timeout=5)
+    if any(c == 143 for c in codes.values()) and all(c in (0, 143) for c in codes.values()):
+        from .study import Interrupted
+
+        raise Interrupted("workers stopped by SIGTERM")
+    return codes
+
+
+def _slurm_job(cfg: dict) -> int:
+    """One SLURM array task: the sweep loop with the real URLs from the exported environment."""
+    cfg = json.loads(json.dumps(cfg))
+    cfg["study"]["storage"] = os.environ.get(STORAGE_ENV, cfg["study"]["storage"])
+    cfg["tracking"]["uri"] = os.environ.get(TRACKING_ENV, cfg["tracking"]["uri"])
+    os.environ[CONFIG_ENV] = "slurm"
+    from .study import run_sweep
+
+    result = run_sweep(cfg)
+    return result.ran_trials
+
+
+def _run_slurm(cfg: dict, n: int) -> dict[int, int]:
+    """Submit ``n`` workers as one job array with submitit; wait for them when ``launcher.wait``."""
+    try:
+        import submitit
+    except ImportError:
+        raise StudyError("launcher=slurm needs submitit: pip install 'layersearch[slurm]'") from None
+    launcher = cfg["launcher"]
+    folder = Path(launcher.get("folder") or _log_dir(cfg).parent / "slurm")
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=launcher.get("cluster"))
+    executor.update_parameters(
+        name=f"layersearch-{cfg['study']['name']}",
+        timeout_min=int(launcher.get("time_min") or 60),
+        slurm_partition=launcher.get("partition"),
+        gpus_per_node=int(launcher.get("gpus_per_job") or 0),
+        slurm_array_parallelism=n,
+    )
+    # The pickled job holds redacted URLs only; the real ones travel in the environment sbatch exports.
+    os.environ[STORAGE_ENV] = str(cfg["study"]["storage"])
+    os.environ[TRACKING_ENV] = str(cfg["tracking"]["uri"])
+    safe = json.loads(json.dumps(cfg))
+    safe["study"]["storage"] = redact(safe["study"]["storage"])
+    safe["tracking"]["uri"] = redact(safe["tracking"]["uri"])
+    jobs = executor.map_array(_slurm_job, [
+        {**safe, "study": {**safe["study"], "seed": int(safe["study"].get("seed") or 0) + i}} for i in range(n)])
+    tqdm.write(f"submitted {n} SLURM jobs: {', '.join(j.job_id for j in jobs)} (logs in {folder})")
+    if not launcher.get("wait", True):
+        return {}
+    codes = {}
+    for i, job in enumerate(jobs):
+        try:
+            job.result()
+            codes[i] = 0
+        except Exception as err:  # submitit re-raises the job's error (or its death) here
+            tqdm.write(f"SLURM job {job.job_id}: {scrub(str(err).splitlines()[-1] if str(err) else repr(err))}")
+            codes[i] = 1
+    return codes
+
+
+def worker_main() -> int:
+    """Entry point of a local worker process: the config comes from the environment, never from a file.
+
+    Exit status as the CLI's: 0 done, 2 bad input (one line), 130/143 interrupted, 1 a bug (traceback).
+    """
+    import traceback
+    import warnings
+
+    from ..errors import LayersearchError
+    from .study import run_sweep
+
+    warnings.simplefilter("ignore")  # the parent already showed the warnings of this config
+    cfg = json.loads(os.environ[CONFIG_ENV])
+    try:
+        run_sweep(cfg)
+        return 0
+    except KeyboardInterrupt as err:
+        print("layersearch sweep: interrupted", file=sys.stderr)
+        return getattr(err, "exit_code", 130)
+    except LayersearchError as err:
+        print(f"layersearch sweep: {' '.join(str(err).split())}", file=sys.stderr)
+        return 2
+    except Exception:
+        traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(worker_main())
