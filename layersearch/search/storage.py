@@ -293,7 +293,9 @@ def open_storage(
         engine_kwargs = {"connect_args": {"connect_timeout": STORAGE_TIMEOUT_S}}
 
     def connect() -> optuna.storages.BaseStorage:
-        with storage_lock(url):
+        # Only a writer may be creating the schema; a reader of an existing store takes no lock (and leaves
+        # no lock file behind).
+        with storage_lock(url) if create else contextlib.nullcontext():
             return optuna.storages.RDBStorage(
                 db_url, engine_kwargs=engine_kwargs,
                 heartbeat_interval=max(1, round(heartbeat_s)), grace_period=max(1, round(grace_s)),
