@@ -47,7 +47,7 @@ from ..search.export import export_study, provenance_config
 from ..search.space import SearchSpace
 from ..search.storage import HEARTBEAT_S, heartbeat_thread, load_study, open_storage, redact, storage_lock
 from ..search.study import task_metrics
-from ..search.tracking import StudyTracker
+from ..search.tracking import StudyTracker, trial_run_name
 from ..trial.tasks import build_task
 from ..trial.train import NonFiniteLossError, TrainResult, resolve_device, train
 from .stats import rank_correlation, verdict, welch_test
@@ -60,7 +60,6 @@ __all__ = [
     "check_study",
     "confirm_dir",
     "export_confirmed",
-    "label",
     "read_settings",
     "render_markdown",
     "run_confirm",
@@ -136,14 +135,6 @@ class Candidate:
     short_run: dict[str, float]  # the study's values for this trial, by objective
 
 
-def label(number: int, layer_config: Mapping[str, Any], baseline: str | None = None) -> str:
-    """``#<trial> <baseline>`` or ``#<trial> <layers joined by +>`` (``pixel`` when there is no layer)."""
-    if baseline:
-        return f"#{number} {baseline}"
-    layers = list(dict.fromkeys([*(layer_config.get("content_layers") or {}), *(layer_config.get("style_layers") or {})]))
-    return f"#{number} {'+'.join(layers) if layers else 'pixel'}"
-
-
 def check_study(study: optuna.Study, cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
     """The study's ``[(objective, direction)]``, after checking it still composes with ``cfg``.
 
@@ -202,7 +193,7 @@ def select_candidates(study: optuna.Study, objectives: Sequence[tuple[str, str]]
         except LayersearchError as err:
             raise ConfirmError(f"the layer config of trial {t.number} no longer composes: {err}") from None
         baseline = t.user_attrs.get("baseline")
-        candidates.append(Candidate(f"trial_{t.number}", t.number, baseline, label(t.number, layer_config, baseline),
+        candidates.append(Candidate(f"trial_{t.number}", t.number, baseline, trial_run_name(t.number, layer_config, baseline),
                                     layer_config, dict(zip(names, t.values, strict=True))))
     return candidates
 

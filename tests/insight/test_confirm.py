@@ -77,10 +77,11 @@ def test_candidates_of_a_single_objective_study_go_by_its_value(tmp_path):
     assert [c.key for c in picked] == ["trial_1", "trial_0"]
 
 
-def test_label_names_the_layers_or_the_baseline():
-    assert confirm.label(12, layers("relu2_2", "relu4_3")) == "#12 relu2_2+relu4_3"
-    assert confirm.label(0, layers("relu2_2"), "johnson_sr") == "#0 johnson_sr"
-    assert confirm.label(7, layers(pixel=1.0)) == "#7 pixel"
+def test_candidates_are_labelled_like_the_sweep_runs(tmp_path):
+    # One naming rule (search.tracking.trial_run_name) for sweep runs, confirm rows and the report.
+    study = make_study(tmp_path, [((0.2, 30.0), layers("relu2_2", "relu4_3"), None)])
+    (picked,) = confirm.select_candidates(study, [("lpips", MIN), ("psnr_y", MAX)], top_k=1)
+    assert picked.label == "#0 relu2_2+relu4_3"
 
 
 def test_settings_default_to_ten_times_the_trial_and_keep_its_evaluation_count():
