@@ -44,6 +44,11 @@ LAYER_COLUMNS = ["group", "layer", "n_with", "n_without", "median_with", "median
                  "ci90_low", "ci90_high", "better_if", "top_decile_uses", "top_decile_size", "top_decile_median_weight"]
 
 
+def labels_of(confirm_data: dict) -> dict:
+    """confirm.json's config keys (``trial_12``) -> their labels (``#12 relu2_2+relu4_3``)."""
+    return {c.get("key"): c.get("label") or c.get("key") for c in confirm_data.get("configs") or []}
+
+
 @dataclass
 class ReportResult:
     out_dir: Path
@@ -143,12 +148,17 @@ class _Report:
         corr = data.get("rank_correlation") or {}
         self.blocks.append(Para(
             f"Short-run vs long-run rank agreement over {corr.get('n')} configs: Spearman {_fmt(corr.get('spearman'), 3)}, "
-            f"Kendall {_fmt(corr.get('kendall'), 3)}. Winner at the longer budget: {data.get('winner')}."))
+            f"Kendall {_fmt(corr.get('kendall'), 3)}. Winner at the longer budget: "
+            f"{labels_of(data).get(data.get('winner'), data.get('winner'))}."))
         comps = data.get("comparisons") or []
         if comps:
+            labels = labels_of(data)
+            level = 100 * (1 - float(comps[0].get("alpha", 0.05)))  # confirm's CI is at 1 - confirm.alpha
             self.blocks.append(Table(
-                ["winner", "baseline", "metric", "difference", "better if", "90% interval", "p (Welch t)", "verdict"],
-                [[c["winner"], c["baseline"], c["metric"], _signed(c["difference"]), c["better_if"],
+                ["winner", "baseline", "metric", "difference", "better if", f"{level:g}% interval", "p (Welch t)",
+                 "verdict"],
+                [[labels.get(c["winner"], c["winner"]), c["baseline"], c["metric"], _signed(c["difference"]),
+                  c["better_if"],
                   "n/a" if c.get("ci_low") is None else f"[{c['ci_low']:.4g}, {c['ci_high']:.4g}]",
                   _fmt(c.get("p_value"), 3), c["verdict"]] for c in comps]))
 

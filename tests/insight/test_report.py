@@ -186,6 +186,9 @@ def test_confirm_results_replace_the_unconfirmed_note(tmp_path):
     md = (build_report(cfg).out_dir / "report.md").read_text()
     assert "unconfirmed" not in md
     assert "0.21 ± 0.004" in md and "better beyond seed noise" in md and "Spearman 1" in md
+    # The comparison's interval is confirm's (1 - alpha, 95% by default), and configs appear by label.
+    assert "95% interval" in md and "Winner at the longer budget: #5 relu2_2." in md
+    assert "| #5 relu2_2 | johnson_sr | lpips |" in md
 
 
 def test_forty_trial_report_renders_quickly(tmp_path):
