@@ -21,8 +21,8 @@ DEMO_ARGS := preset=quickstart $(if $(OFFLINE),loss_net.weights=random metrics.l
 demo: $(STAMP)
 	$(BIN)/layersearch sweep $(DEMO_ARGS)
 	$(BIN)/layersearch export $(DEMO_ARGS)
-	@echo "browse every trial: $(BIN)/layersearch ui $(DEMO_ARGS)"
 	$(BIN)/layersearch report $(DEMO_ARGS)
+	@echo "browse every trial: $(BIN)/layersearch ui $(DEMO_ARGS)"
 
 # Style, architecture (import-linter: the rooms import only downwards), the default suite, then the slow
 # end-to-end tests (multi-process, console script); FAST=1 skips the slow ones.
