@@ -56,16 +56,19 @@ def test_load_study_names_what_is_there(tmp_path):
         load_study({"name": "s", "storage": url}, tmp_path)
 
 
-def test_record_heartbeat_keeps_a_trial_alive_and_its_absence_fails_it(tmp_path):
-    # record_heartbeat wraps Optuna's private storage API; this fails if Optuna changes it.
+def running_trial_with_1s_grace(tmp_path) -> tuple[optuna.Study, optuna.Trial]:
+    """One RUNNING trial in a SQLite study whose heartbeat grace period is 1 s."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage")
         storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=1, grace_period=1)
-    study = optuna.create_study(storage=storage)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Heartbeat of storage")
-        trial = study.ask()
+        study = optuna.create_study(storage=storage)
+        return study, study.ask()
+
+
+def test_record_heartbeat_keeps_a_trial_alive_and_its_absence_fails_it(tmp_path):
+    # record_heartbeat wraps Optuna's private storage API; this fails if Optuna changes it.
+    study, trial = running_trial_with_1s_grace(tmp_path)
     record_heartbeat(study, trial)
     time.sleep(0.5)
     record_heartbeat(study, trial)
@@ -77,12 +80,7 @@ def test_record_heartbeat_keeps_a_trial_alive_and_its_absence_fails_it(tmp_path)
 
 
 def test_heartbeat_thread_keeps_a_trial_alive_while_the_block_runs(tmp_path):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        warnings.filterwarnings("ignore", message="Heartbeat of storage")
-        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=1, grace_period=1)
-        study = optuna.create_study(storage=storage)
-        trial = study.ask()
+    study, trial = running_trial_with_1s_grace(tmp_path)
     with heartbeat_thread(study, trial, 0.2):
         time.sleep(2.5)  # longer than the grace period, with no beat from this thread
         optuna.storages.fail_stale_trials(study)
