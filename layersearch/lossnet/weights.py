@@ -181,17 +181,3 @@ def check_fits(module: torch.nn.Module, state: dict[str, torch.Tensor], arch: st
             f"{', '.join('features.' + k for k in extra[:4])} (a file for another architecture?)"
         )
 
-
-def load_features(arch: str, weights: str, seed: int = 0) -> torch.nn.Module:
-    """``torchvision.models.<arch>().features`` with the requested weights, in eval mode.
-
-    ``random`` initialises under a fixed seed so runs are repeatable.
-    """
-    state = features_state_dict(arch, weights)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        features = torchvision.models.get_model(arch, weights=None).features
-    if state is not None:
-        check_fits(features, state, arch, weights)
-        features.load_state_dict(state)
-    return features.eval()
