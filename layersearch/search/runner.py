@@ -18,10 +18,10 @@ from optuna.trial import TrialState
 
 from ..lossnet.loss import PerceptualLoss
 from ..outputs import RANDOM_BANNER, save_grid
-from ..trial.train import NonFiniteLossError, TrainResult, train
+from ..trial.train import NonFiniteLossError, TrainResult, precision_used, train
 from .space import Infeasible
 from .storage import HEARTBEAT_S, heartbeat_thread
-from .tracking import RETRY_TAG, trial_run_name
+from .tracking import PRECISION_TAG, RETRY_TAG, trial_run_name
 
 
 def free_memory() -> None:
@@ -94,7 +94,10 @@ def _run(study, trial, space, task, cfg, objectives, tracker, multi_pruner, log)
         return "INFEASIBLE", 0.0
     layer_config = config.to_dict()
     trial.set_user_attr("layer_config", layer_config)
-    tags = {"layersearch.baseline": baseline} if baseline else {}
+    # bf16 or fp32: trainer.precision=auto differs between machines, and results should say which ran.
+    tags = {PRECISION_TAG: precision_used(cfg["trainer"], task.device)}
+    if baseline:
+        tags["layersearch.baseline"] = baseline
     if retry_of is not None:
         tags[RETRY_TAG] = str(retry_of)
     tracker.start_trial(trial.number, trial.params, layer_config, tags=tags,

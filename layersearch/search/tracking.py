@@ -59,6 +59,8 @@ REASON_TAG = "layersearch.reason"
 SUMMARY_TAG = "layersearch.summary"
 NONFINITE_TAG = "layersearch.nonfinite"
 RANDOM_WEIGHTS_TAG = "layersearch.random_weights"
+# bf16 or fp32: what trainer.precision=auto resolved to on the machine that ran the trial.
+PRECISION_TAG = "layersearch.precision"
 NOTE_TAG = "mlflow.note.content"  # shown as the description on MLflow's experiment and run pages
 RANDOM_NOTE = "Loss network with RANDOM weights: a pipeline check, not a real result."
 

@@ -14,6 +14,7 @@ from helpers import one_error_line, run_cli
 from layersearch import PerceptualLoss
 from layersearch.cli import main
 from layersearch.trial.tasks import SuperResolution
+from layersearch.trial.train import precision_used, resolve_device
 
 SMOKE = ["preset=smoke"]
 
@@ -52,6 +53,7 @@ def test_smoke_sweep_resume_and_export_through_console_script(tmp_path):
     for t in trials:
         run = by_trial[t.number]
         assert run.data.tags["layersearch.random_weights"] == "true"
+        assert run.data.tags["layersearch.precision"] == precision_used({"precision": "auto"}, resolve_device("auto"))
         assert {k: run.data.params[k] for k in t.params} == {k: str(v) for k, v in t.params.items()}
         if t.state == optuna.trial.TrialState.COMPLETE:
             for metric in ("lpips", "psnr_y"):

@@ -159,6 +159,38 @@ def test_huge_learning_rate_raises_non_finite_loss(sr):
         train(task, loss_fn, trainer(cfg, steps=6, eval_every=6, lr=1e10))
 
 
+# --- precision: auto means bf16 on CUDA and on CPUs with bf16 units ------------------------------------
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_on_the_cpu_follows_its_bf16_units(sr, monkeypatch, native):
+    cfg, task, loss_fn = sr
+    monkeypatch.setattr(train_module, "cpu_has_native_bf16", lambda: native)
+    seen = {}
+    original = task.loss
+
+    def spy(loss_fn, outputs, targets):
+        seen["autocast"] = torch.is_autocast_enabled("cpu")
+        seen["dtype"] = torch.get_autocast_dtype("cpu")
+        seen["channels_last"] = outputs.is_contiguous(memory_format=torch.channels_last)
+        return original(loss_fn, outputs, targets)
+
+    monkeypatch.setattr(task, "loss", spy)
+    train(task, loss_fn, trainer(cfg, steps=1, precision="auto", channels_last="auto"))
+    assert seen["autocast"] is native
+    assert seen["channels_last"] is native  # the generator goes channels_last with bf16, not in fp32
+    if native:
+        assert seen["dtype"] == torch.bfloat16
+    assert train_module.precision_used({"precision": "auto"}, torch.device("cpu")) == ("bf16" if native else "fp32")
+    assert train_module.precision_used({"precision": "fp32"}, torch.device("cpu")) == "fp32"
+
+
+def test_the_cpu_bf16_probes_still_exist_in_torch():
+    # cpu_has_native_bf16 asks torch's private probes; if torch renames them, auto would silently mean fp32.
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        assert isinstance(getattr(torch.cpu, name)(), bool), name
+
+
 @pytest.mark.slow  # torch.compile of generator and loss network takes ~30-60 s on 2 CPU cores
 def test_compile_trains_on_the_cpu_like_eager(sr):
     cfg, task, loss_fn = sr
@@ -224,6 +256,7 @@ def test_train_from_config_writes_the_output_folder(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "sr_x4"
     assert metrics["random_weights"] is True
+    assert metrics["precision"] == train_module.precision_used(cfg["trainer"], torch.device("cpu"))
     assert metrics["weights"] == {"loss_net": "vgg16/random", "lpips": "alex/random"}
     assert metrics["weights"] == outcome.labels
     assert set(metrics["baseline"]) == {"lpips", "psnr_y", "ssim_y"}
