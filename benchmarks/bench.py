@@ -46,7 +46,7 @@ from layersearch.lossnet.layers import layer_table
 from layersearch.lossnet.loss import LossConfig, PerceptualLoss, total_variation
 from layersearch.lossnet.weights import RandomWeightsWarning, shared_features
 from layersearch.trial.tasks import build_task
-from layersearch.trial.train import resolve_device
+from layersearch.trial.train import precision_used, resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent
 RANDOM = {"arch": "vgg16", "weights": "random"}
@@ -268,8 +268,11 @@ def trial_breakdown(device: torch.device, dry: bool, repeats: int) -> dict:
     task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], device)
     loss_fn = PerceptualLoss(LossConfig.from_mapping({"loss_net": RANDOM, "content_layers": {"relu2_2": 1.0}}))
     loss_fn.to(device)
+    # The precision and layout train() picks for this device (trainer.precision / channels_last = auto).
+    bf16 = precision_used(cfg["trainer"], device) == "bf16"
+    memory_format = torch.channels_last if bf16 or device.type == "cuda" else torch.contiguous_format
     torch.manual_seed(0)
-    model = task.build_generator()
+    model = task.build_generator().to(memory_format=memory_format)
     optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["trainer"]["lr"]))
     batches = torch.Generator().manual_seed(0)
     batch = int(cfg["trainer"]["batch_size"])
@@ -280,14 +283,17 @@ def trial_breakdown(device: torch.device, dry: bool, repeats: int) -> dict:
         t = {}
         t0 = time.perf_counter()
         lr, hr = task.sample_batch(batch, batches)
+        lr = lr.contiguous(memory_format=memory_format)
         sync(device)
         t["data"] = time.perf_counter()
-        out = model(lr)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            out = model(lr)
         sync(device)
         t["generator fwd"] = time.perf_counter()
         # Cut the graph at the generator's output so that the loss network's backward is timed alone.
         cut = out.detach().requires_grad_(True)
-        loss = task.loss(loss_fn, cut, hr)
+        with torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            loss = task.loss(loss_fn, cut, hr)
         sync(device)
         t["loss fwd"] = time.perf_counter()
         optimizer.zero_grad(set_to_none=True)
@@ -319,7 +325,7 @@ def trial_breakdown(device: torch.device, dry: bool, repeats: int) -> dict:
     eval_s = statistics.median(timed(lambda: task.evaluate(model), device) for _ in range(3))
     steps, every = int(cfg["trainer"]["steps"]), int(cfg["trainer"]["eval_every"])
     n_evals = -(-steps // every)
-    return {"phases": medians, "step_s": step_s, "build_s": builds, "shared": shared, "eval_s": eval_s, "steps": steps, "n_evals": n_evals,
+    return {"precision": "bf16" if bf16 else "fp32", "phases": medians, "step_s": step_s, "build_s": builds, "shared": shared, "eval_s": eval_s, "steps": steps, "n_evals": n_evals,
             "eval_share": n_evals * eval_s / (n_evals * eval_s + steps * step_s)}
 
 
@@ -422,7 +428,8 @@ def report(args: argparse.Namespace, device: torch.device) -> str:
         out()
 
     b = trial_breakdown(device, args.dry, args.repeats)
-    out("## 4. Quickstart SR trial (relu2_2), one training step broken down")
+    out(f"## 4. Quickstart SR trial (relu2_2), one training step broken down ({b['precision']}, what "
+        "trainer.precision=auto picks here)")
     out()
     out("| phase | ms | share of step |")
     out("|---|---|---|")
