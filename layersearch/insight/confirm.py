@@ -47,9 +47,9 @@ from ..search.export import export_study, provenance_config
 from ..search.space import SearchSpace
 from ..search.storage import HEARTBEAT_S, heartbeat_thread, load_study, open_storage, redact, storage_lock
 from ..search.study import task_metrics
-from ..search.tracking import StudyTracker, trial_run_name
+from ..search.tracking import PRECISION_TAG, StudyTracker, trial_run_name
 from ..trial.tasks import build_task
-from ..trial.train import NonFiniteLossError, TrainResult, resolve_device, train
+from ..trial.train import NonFiniteLossError, TrainResult, precision_used, resolve_device, train
 from .stats import rank_correlation, verdict, welch_test
 
 __all__ = [
@@ -355,6 +355,7 @@ def _run_job(jobs: optuna.Study, trial: optuna.Trial, ctx: _Context) -> tuple[st
     number = attrs["label"].split(" ", 1)[0]
     ctx.tracking("start_run", f"confirm {number} seed {seed}",
                  {CONFIRM_TAG: "true", "layersearch.confirm_of": str(attrs["trial"]), "layersearch.seed": str(seed),
+                  PRECISION_TAG: precision_used(trainer, ctx.task.device),
                   **({"layersearch.baseline": attrs["baseline"]} if attrs.get("baseline") else {})},
                  params={"seed": seed, "steps": ctx.settings.steps, "trial": attrs["trial"], "label": attrs["label"]},
                  layer_config=attrs["layer_config"])

@@ -16,6 +16,7 @@ from layersearch.cli import main
 from layersearch.insight import confirm
 from layersearch.insight.stats import welch_test
 from layersearch.search.tracking import StudyTracker
+from layersearch.trial.train import precision_used, resolve_device
 
 MIN, MAX = "minimize", "maximize"
 
@@ -252,6 +253,7 @@ def test_confirm_runs_records_resumes_with_more_seeds_and_exports(tmp_path, caps
     job_run = next(r for r in runs if r.info.run_name == "confirm #1 seed 1")
     assert job_run.data.metrics["lpips"] == pytest.approx(done["trial_1", 1].values[0])
     assert job_run.data.tags["layersearch.random_weights"] == "true" and "layersearch.trial" not in job_run.data.tags
+    assert job_run.data.tags["layersearch.precision"] == precision_used({"precision": "auto"}, resolve_device("auto"))
 
     # A third seed, with MLflow failing: only the two new runs train, Optuna keeps them, one warning line.
     started = {key: t.datetime_start for key, t in done.items()}
