@@ -19,6 +19,7 @@ from PIL import Image
 from layersearch.cli import main
 from layersearch.config import config_groups
 from layersearch.trial.metrics import PSNR_CAP_DB
+from layersearch.trial.train import precision_used, resolve_device
 
 
 def write_png(path: Path, h: int, w: int, seed: int = 0, suffix: str | None = None) -> np.ndarray:
@@ -84,18 +85,23 @@ def console_runs(tmp_path_factory) -> dict[str, tuple[Path, subprocess.Completed
     return results
 
 
-@pytest.mark.slow
-def test_console_train_writes_a_labelled_output_folder(console_runs):
-    cwd, proc = console_runs["train"]
+def assert_succeeded_with_random_banner(proc) -> None:
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "RANDOM WEIGHTS" in proc.stdout
+
+
+@pytest.mark.slow
+def test_console_train_writes_a_labelled_output_folder(console_runs):
+    cwd, proc = console_runs["train"]
+    assert_succeeded_with_random_banner(proc)
     assert "weights: loss net vgg16/random, LPIPS alex/random" in proc.stdout
     assert "bicubic" in proc.stdout and "psnr_y" in proc.stdout  # the table has the baseline row
     out = cwd / "run"
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.json", "preview.png"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["random_weights"] is True
+    assert metrics["precision"] == precision_used({"precision": "auto"}, resolve_device("auto"))
     assert metrics["weights"] == {"loss_net": "vgg16/random", "lpips": "alex/random"}
     assert {"lpips", "psnr_y", "ssim_y"} <= set(metrics["metrics"])
     assert yaml.safe_load((out / "config.yaml").read_text())["content_layers"] == {"relu2_2": 1.0}
@@ -105,9 +111,7 @@ def test_console_train_writes_a_labelled_output_folder(console_runs):
 @pytest.mark.slow
 def test_console_score_matches_names_without_extension(console_runs):
     cwd, proc = console_runs["score"]
-    assert proc.returncode == 0, proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert "RANDOM WEIGHTS" in proc.stdout
+    assert_succeeded_with_random_banner(proc)
     assert "ignored 1 files without a partner: extra" in proc.stdout
     result = json.loads((cwd / "scores" / "scores.json").read_text())
     assert sorted(result["images"]) == ["img0.png", "img1.png"]
