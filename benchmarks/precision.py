@@ -79,6 +79,17 @@ def main() -> None:
         order = {p: sorted(LOSSES, key=lambda loss, p=p: sign * mean(loss, p, metric)) for p in PRECISIONS}
         same = "same" if order["fp32"] == order["bf16"] else "DIFFERENT"
         print(f"ranking by mean {metric}: fp32 {' > '.join(order['fp32'])}; bf16 {' > '.join(order['bf16'])} ({same})")
+        # A swap between two losses matters only if they are told apart at all: compare their gap with the
+        # spread of a single run over seeds.
+        for i, a in enumerate(order["fp32"]):
+            for b in order["fp32"][i + 1:]:
+                if order["bf16"].index(a) > order["bf16"].index(b):
+                    gaps = {p: abs(mean(a, p, metric) - mean(b, p, metric)) for p in PRECISIONS}
+                    spread = max(statistics.stdev(r[metric] for r in runs[(loss, p)])
+                                 for loss in (a, b) for p in PRECISIONS) if args.seeds > 1 else float("nan")
+                    print(f"  swapped: {a} / {b}: gap fp32 {gaps['fp32']:.4g}, bf16 {gaps['bf16']:.4g}; largest "
+                          f"seed sd of the two {spread:.4g} ({'within' if max(gaps.values()) < spread else 'beyond'} "
+                          "seed noise)")
 
 
 if __name__ == "__main__":

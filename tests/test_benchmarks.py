@@ -46,3 +46,16 @@ def test_make_bench_dry_run_prints_every_section():
     for loss in ("relu2_2 (Johnson SR)", "relu2_2 + relu4_3", "Johnson style (Gram)", "ESRGAN conv5_4 (VGG-19)"):
         row = next(line for line in out.splitlines() if line.startswith(f"| {loss} |") and "x** |" in line)
         assert row.endswith("| yes |"), row  # ours and the reference compute the same loss value
+
+
+@pytest.mark.slow
+def test_precision_benchmark_prints_both_precisions_and_the_rankings():
+    out = _run([sys.executable, "benchmarks/precision.py", "--seeds", "2", "trainer.steps=2", "trainer.eval_every=2",
+                "task.crop=32", "task.val_crop=64", "model.channels=8", "model.n_blocks=1"], timeout=900).stdout
+    assert "RANDOM weights" in out
+    rows = {line.split()[0]: line.split() for line in out.splitlines() if line.endswith("x") and "psnr" not in line}
+    assert set(rows) == {"pixel", "relu2_2", "relu4_3", "relu1_2+relu2_2+pixel"}
+    for row in rows.values():
+        fp32, bf16, diff = (float(v) for v in row[1:4])
+        assert diff == pytest.approx(bf16 - fp32, abs=2e-3)
+    assert sum(line.startswith("ranking by mean ") for line in out.splitlines()) == 2
