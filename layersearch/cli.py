@@ -115,7 +115,7 @@ def run_train(cfg: DictConfig) -> int:
     columns = [k for k in outcome.metrics if not k.startswith("train/")]
     if outcome.random_weights:
         print(RANDOM_BANNER)
-    print(f"weights: loss net {outcome.labels['loss_net']}, LPIPS {outcome.labels['lpips']}")
+    print(f"weights: loss net {outcome.labels['loss_net']}, LPIPS {outcome.labels['lpips']}; trained in {outcome.precision}")
     print(format_table(rows, columns))
     print(f"wrote {outcome.out_dir}/metrics.json, preview.png, config.yaml")
     return 0

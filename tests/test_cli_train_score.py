@@ -95,13 +95,14 @@ def assert_succeeded_with_random_banner(proc) -> None:
 def test_console_train_writes_a_labelled_output_folder(console_runs):
     cwd, proc = console_runs["train"]
     assert_succeeded_with_random_banner(proc)
-    assert "weights: loss net vgg16/random, LPIPS alex/random" in proc.stdout
+    precision = precision_used({"precision": "auto"}, resolve_device("auto"))
+    assert f"weights: loss net vgg16/random, LPIPS alex/random; trained in {precision}" in proc.stdout
     assert "bicubic" in proc.stdout and "psnr_y" in proc.stdout  # the table has the baseline row
     out = cwd / "run"
     assert sorted(p.name for p in out.iterdir()) == ["config.yaml", "metrics.json", "preview.png"]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["random_weights"] is True
-    assert metrics["precision"] == precision_used({"precision": "auto"}, resolve_device("auto"))
+    assert metrics["precision"] == precision
     assert metrics["weights"] == {"loss_net": "vgg16/random", "lpips": "alex/random"}
     assert {"lpips", "psnr_y", "ssim_y"} <= set(metrics["metrics"])
     assert yaml.safe_load((out / "config.yaml").read_text())["content_layers"] == {"relu2_2": 1.0}

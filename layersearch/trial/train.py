@@ -252,6 +252,7 @@ class TrainOutcome:
     baseline: dict[str, float] | None
     labels: dict[str, str]
     random_weights: bool
+    precision: str  # bf16 or fp32: what trainer.precision resolved to here
 
 
 def train_from_config(cfg: Mapping[str, Any]) -> TrainOutcome:
@@ -270,6 +271,7 @@ def train_from_config(cfg: Mapping[str, Any]) -> TrainOutcome:
     loss_fn = PerceptualLoss(loss_config, seed=int(cfg.get("seed", 0)))
     labels = weights_labels(loss_config, task)
     random_weights = any_random(loss_config.weights if loss_config.layers else None, task.lpips.weights)
+    precision = precision_used(cfg["trainer"], device)
     model, result = train(task, loss_fn, cfg["trainer"])
     baseline = task.baseline()
 
@@ -289,7 +291,7 @@ def train_from_config(cfg: Mapping[str, Any]) -> TrainOutcome:
             "history": [{"step": s, **m} for s, m in result.history],
             "weights": labels,
             "random_weights": random_weights,
-            "precision": precision_used(cfg["trainer"], device),
+            "precision": precision,
             "steps": result.steps,
             "seconds": {"train": result.train_seconds, "eval": result.eval_seconds},
         })
@@ -300,4 +302,4 @@ def train_from_config(cfg: Mapping[str, Any]) -> TrainOutcome:
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return TrainOutcome(out_dir, result.metrics, baseline, labels, random_weights)
+    return TrainOutcome(out_dir, result.metrics, baseline, labels, random_weights, precision)

@@ -256,7 +256,7 @@ def test_train_from_config_writes_the_output_folder(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "sr_x4"
     assert metrics["random_weights"] is True
-    assert metrics["precision"] == train_module.precision_used(cfg["trainer"], torch.device("cpu"))
+    assert metrics["precision"] == outcome.precision == train_module.precision_used(cfg["trainer"], torch.device("cpu"))
     assert metrics["weights"] == {"loss_net": "vgg16/random", "lpips": "alex/random"}
     assert metrics["weights"] == outcome.labels
     assert set(metrics["baseline"]) == {"lpips", "psnr_y", "ssim_y"}
