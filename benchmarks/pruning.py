@@ -1,6 +1,6 @@
 """`make bench-pruning`: does median pruning pay? The same sweep twice, pruner median vs none.
 
-    .venv/bin/python benchmarks/pruning.py [--seeds 2] [overrides ...]
+    .venv/bin/python benchmarks/pruning.py [--seeds 2] [--sampler-seeds 1] [overrides ...]
 
 Runs ``layersearch sweep preset=quickstart`` (random weights, labelled) twice with the same sampler seed,
 ``study.pruner=median`` and ``study.pruner=none``, in a temporary studies folder, then reads both studies
@@ -8,6 +8,8 @@ and prints the training steps each spent (a trial's last reported step: a comple
 a pruned one stopped at its last evaluation) and the best value of each objective found. Noise: the
 unpruned study's best layer config is trained again with ``--seeds`` other trainer seeds; the spread of its
 primary objective over the seeds says how far apart two best values may be by chance alone.
+One sampler seed is one trajectory of the sampler, and the steps saved vary between trajectories:
+``--sampler-seeds N`` runs the pair for ``study.seed`` = 0..N-1 and also prints the mean saving.
 Extra arguments are Hydra overrides for both sweeps (e.g. ``study.n_trials=12 trainer.steps=100``).
 """
 
@@ -73,47 +75,63 @@ def seed_spread(cfg: dict, layer_config: dict, seeds: int) -> list[float]:
     return values
 
 
+def compare(base: list[str], tmp: str, noise_seeds: int, log) -> dict:
+    """Both sweeps of one sampler seed, their summaries, the saving and the noise of the best value."""
+    cfg = to_container(compose_config(base))
+    steps = int(cfg["trainer"]["steps"])
+    studies = {}
+    for pruner in ("median", "none"):
+        name = f"bench_pruning_{pruner}_seed{cfg['study']['seed']}"
+        command = [str(Path(sys.executable).parent / "layersearch"), "sweep", *base,
+                   f"study.pruner={pruner}", f"study.name={name}"]
+        log("$ " + " ".join(command[1:]))
+        t0 = time.perf_counter()
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        log(f"  {time.perf_counter() - t0:.0f} s")
+        storage = f"sqlite:///{tmp}/{name}/optuna.db"
+        studies[pruner] = summary(optuna.load_study(study_name=name, storage=storage), steps)
+    spread = seed_spread(cfg, studies["none"]["best_trial"].user_attrs["layer_config"], noise_seeds)
+    return {"cfg": cfg, "studies": studies, "spread": spread,
+            "saved": 1 - studies["median"]["steps"] / studies["none"]["steps"],
+            "gap": abs(studies["median"]["best"][0] - studies["none"]["best"][0])}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seeds", type=int, default=2, help="extra trainer seeds for the noise estimate")
+    parser.add_argument("--sampler-seeds", type=int, default=1, help="run the pair for study.seed = 0..N-1")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         base = [*RANDOM, f"paths.studies_dir={tmp}", f"tracking.uri=sqlite:///{tmp}/mlflow.db", *args.overrides]
-        cfg = to_container(compose_config(base))
-        steps = int(cfg["trainer"]["steps"])
-        studies = {}
-        for pruner in ("median", "none"):
-            name = f"bench_pruning_{pruner}"
-            command = [str(Path(sys.executable).parent / "layersearch"), "sweep", *base,
-                       f"study.pruner={pruner}", f"study.name={name}"]
-            print("$", " ".join(command[1:]), flush=True)
-            t0 = time.perf_counter()
-            subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
-            print(f"  {time.perf_counter() - t0:.0f} s", flush=True)
-            storage = f"sqlite:///{tmp}/{name}/optuna.db"
-            studies[pruner] = summary(optuna.load_study(study_name=name, storage=storage), steps)
-        spread = seed_spread(cfg, studies["none"]["best_trial"].user_attrs["layer_config"], args.seeds)
+        results = [compare([*base, f"study.seed={seed}"] if args.sampler_seeds > 1 else base, tmp, args.seeds,
+                           lambda line: print(line, flush=True))
+                   for seed in range(args.sampler_seeds)]
 
+    cfg = results[0]["cfg"]
     objectives = [m for m in cfg["study"]["objectives"] or ["lpips", "psnr_y"]]
     print()
     print(RANDOM_BANNER)
-    print(f"quickstart sweep, {cfg['study']['n_trials']} trials of {steps} steps, evaluations every "
-          f"{cfg['trainer']['eval_every']}, sampler {cfg['study']['sampler']} seed {cfg['study']['seed']}, "
-          f"n_startup_trials {cfg['study']['n_startup_trials']}; took {time.perf_counter() - started:.0f} s")
-    print(f"{'pruner':<8} {'trials':>6} {'complete':>8} {'pruned':>6} {'failed':>6} {'steps':>7} "
-          + " ".join(f"{'best ' + m:>12}" for m in objectives))
-    for pruner, s in studies.items():
-        print(f"{pruner:<8} {s['trials']:>6} {s['complete']:>8} {s['pruned']:>6} {s['failed']:>6} {s['steps']:>7} "
-              + " ".join(f"{v:>12.4f}" for v in s["best"]))
-    saved = 1 - studies["median"]["steps"] / studies["none"]["steps"]
-    gap = abs(studies["median"]["best"][0] - studies["none"]["best"][0])
-    noise = max(spread) - min(spread)
-    print(f"steps saved by median pruning: {100 * saved:.0f}% (goal >= 40%)")
-    print(f"best {objectives[0]} gap {gap:.4f}; noise: the unpruned best config over {len(spread)} trainer seeds gives "
-          f"{', '.join(f'{v:.4f}' for v in spread)} (spread {noise:.4f}): "
-          f"{'within noise' if gap <= noise else 'NOT within noise'}")
+    print(f"quickstart sweep, {cfg['study']['n_trials']} trials of {cfg['trainer']['steps']} steps, evaluations every "
+          f"{cfg['trainer']['eval_every']}, sampler {cfg['study']['sampler']}, n_startup_trials "
+          f"{cfg['study']['n_startup_trials']}; took {time.perf_counter() - started:.0f} s")
+    for r in results:
+        print(f"\nsampler seed {r['cfg']['study']['seed']}")
+        print(f"{'pruner':<8} {'trials':>6} {'complete':>8} {'pruned':>6} {'failed':>6} {'steps':>7} "
+              + " ".join(f"{'best ' + m:>12}" for m in objectives))
+        for pruner, s in r["studies"].items():
+            print(f"{pruner:<8} {s['trials']:>6} {s['complete']:>8} {s['pruned']:>6} {s['failed']:>6} {s['steps']:>7} "
+                  + " ".join(f"{v:>12.4f}" for v in s["best"]))
+        noise = max(r["spread"]) - min(r["spread"])
+        print(f"steps saved by median pruning: {100 * r['saved']:.0f}% (goal >= 40%)")
+        print(f"best {objectives[0]} gap {r['gap']:.4f}; noise: the unpruned best config over {len(r['spread'])} "
+              f"trainer seeds gives {', '.join(f'{v:.4f}' for v in r['spread'])} (spread {noise:.4f}): "
+              f"{'within noise' if r['gap'] <= noise else 'NOT within noise'}")
+    if len(results) > 1:
+        saved = [r["saved"] for r in results]
+        print(f"\nsteps saved over {len(results)} sampler seeds: "
+              f"{', '.join(f'{100 * v:.0f}%' for v in saved)}; mean {100 * sum(saved) / len(saved):.0f}% (goal >= 40%)")
 
 
 if __name__ == "__main__":

@@ -59,3 +59,22 @@ def test_precision_benchmark_prints_both_precisions_and_the_rankings():
         fp32, bf16, diff = (float(v) for v in row[1:4])
         assert diff == pytest.approx(bf16 - fp32, abs=2e-3)
     assert sum(line.startswith("ranking by mean ") for line in out.splitlines()) == 2
+
+
+@pytest.mark.slow
+def test_pruning_benchmark_compares_both_pruners_for_each_sampler_seed():
+    out = _run([sys.executable, "benchmarks/pruning.py", "--seeds", "1", "--sampler-seeds", "2", "study.n_trials=3",
+                "study.n_startup_trials=1", "trainer.steps=4", "trainer.eval_every=2", "task.crop=32",
+                "task.val_crop=64", "model.channels=8", "model.n_blocks=1"], timeout=900).stdout
+    assert "RANDOM WEIGHTS" in out
+    assert [line for line in out.splitlines() if line.startswith("sampler seed ")] == ["sampler seed 0", "sampler seed 1"]
+    rows = [line.split() for line in out.splitlines() if line.startswith(("median ", "none "))]
+    assert [r[0] for r in rows] == ["median", "none", "median", "none"]
+    for row in rows:
+        trials, complete, pruned, failed, steps = (int(v) for v in row[1:6])
+        assert trials == 3 and complete + pruned + failed == trials
+        assert steps <= 3 * 4 and (row[0] == "median" or (pruned == 0 and steps == 12))
+    # The saving of each seed, and their mean, follow from the steps in the table.
+    saved = [1 - int(rows[i][5]) / int(rows[i + 1][5]) for i in (0, 2)]
+    assert re.findall(r"steps saved by median pruning: (\d+)%", out) == [f"{100 * v:.0f}" for v in saved]
+    assert f"mean {100 * sum(saved) / 2:.0f}% (goal >= 40%)" in out
