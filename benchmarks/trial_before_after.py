@@ -32,7 +32,9 @@ from layersearch.config import compose_config, to_container
 from layersearch.lossnet.loss import PerceptualLoss
 from layersearch.trial.tasks import build_task
 from layersearch.trial.train import layer_config, resolve_device, train
-cfg = to_container(compose_config(["preset=quickstart", "loss=johnson_sr", "loss_net.weights=random",
+# eval_every=50 pinned: the quickstart preset now evaluates every 25 steps (for pruning), and both sides must do
+# the same work (200 steps, 4 evaluations).
+cfg = to_container(compose_config(["preset=quickstart", "trainer.eval_every=50", "loss=johnson_sr", "loss_net.weights=random",
                                    "metrics.lpips.weights=random", "trainer.progress=false",
                                    f"trainer.device={sys.argv[1]}", *sys.argv[2:]]))
 device = resolve_device(cfg["trainer"]["device"])
