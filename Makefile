@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean bench bench-pruning
+.PHONY: demo test lint clean bench bench-pruning tables
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(STAMP)
 PRUNING_ARGS ?= --seeds 1
 bench-pruning: $(STAMP)
 	$(BIN)/python benchmarks/pruning.py $(PRUNING_ARGS)
+
+# The loss networks' layer tables, generated from torchvision's module tree (after a torchvision upgrade).
+tables: $(STAMP)
+	$(BIN)/python -m layersearch.lossnet.tables
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -41,7 +41,7 @@ from references import Vgg16Slices, Vgg19To, gram_matrix, normalize_batch
 from torch.utils.flop_counter import FlopCounterMode
 
 from layersearch.config import compose_config, to_container
-from layersearch.lossnet.features import FeatureExtractor, vgg_features
+from layersearch.lossnet.features import FeatureExtractor
 from layersearch.lossnet.layers import layer_table
 from layersearch.lossnet.loss import LossConfig, PerceptualLoss, total_variation
 from layersearch.lossnet.weights import RandomWeightsWarning, shared_features
@@ -108,8 +108,8 @@ def _reference_step(name: str, ours: PerceptualLoss, device: torch.device) -> Ca
     """A function (output, target) -> loss computing ``name``'s loss the reference way, same weights."""
     cfg = ours.config
     # The whole network the extractor was cut from: the very same (random) weights, in torchvision's layout.
-    shared = shared_features(cfg.arch, cfg.weights, 0, lambda: vgg_features(cfg.arch))
-    state = {k: v.contiguous() for k, v in shared.items()}
+    shared = shared_features(cfg.arch, cfg.weights, 0)
+    state = {k.removeprefix("features."): v.contiguous() for k, v in shared.items()}
     if cfg.arch == "vgg19":
         names = [info.name for info in layer_table("vgg19")]
         net = Vgg19To(state, list(cfg.content_layers), names).to(device)

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 USAGE = """usage: layersearch COMMAND [ARGS]
 
 commands:
-  layers [vgg16|vgg19]            layer names with channels, stride and receptive field
+  layers [NET]                    a loss network's layer names with channels, stride and receptive field
   train [overrides]               one training run with loss=<preset> or loss_file=<exported config>
   score pred_dir=D target_dir=D   score any model's outputs against targets (scale=4 shaves 4 px)
   sweep [overrides]               run or resume an Optuna study of short trials, recorded in MLflow
@@ -95,12 +95,13 @@ def with_config(command: str, run: Callable[[DictConfig], int]) -> Callable[[lis
 
 def cmd_layers(args: list[str]) -> int:
     if args and args[0] in ("-h", "--help"):
-        print(f"usage: layersearch layers [{'|'.join(ARCHS)}]")
+        print(f"usage: layersearch layers [NET]   (default vgg16)\nnetworks: {', '.join(ARCHS)}")
         return 0
     if len(args) > 1:
-        raise UsageError(f"layers takes one architecture ({', '.join(ARCHS)}), got {' '.join(args)}")
+        raise UsageError(f"layers takes one network ({', '.join(ARCHS)}), got {' '.join(args)}")
     arch = check_arch(args[0] if args else "vgg16")
-    print(f"{arch}: one name per module of torchvision's {arch}.features; stride and receptive field in pixels")
+    print(f"{arch}: stride and receptive field in pixels; module: torchvision's module path (class). "
+          f"Other networks: {', '.join(a for a in ARCHS if a != arch)}")
     print(format_layer_table(arch))
     return 0
 

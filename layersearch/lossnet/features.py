@@ -1,4 +1,4 @@
-"""FeatureExtractor: named outputs of a frozen, truncated VGG in one forward pass."""
+"""FeatureExtractor: named outputs of a frozen loss network, cut after the deepest one, in one forward pass."""
 
 from __future__ import annotations
 
@@ -8,35 +8,12 @@ import torch
 from torch import nn
 
 from .layers import LayerError, layer_table, validate_layers
+from .networks import trunk, unit_state
 from .weights import is_random, shared_features, weights_label
 
-# ImageNet statistics the torchvision VGGs were trained with; applied here and nowhere else.
+# ImageNet statistics every torchvision classifier was trained with; applied here and nowhere else.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def vgg_features(arch: str, upto: int | None = None) -> nn.Sequential:
-    """The modules of ``torchvision.models.<arch>().features`` up to index ``upto``, with torchvision's init.
-
-    Built here rather than through torchvision so that a truncated network initialises only the layers
-    it keeps (the full VGG with its classifier takes seconds to initialise on a CPU). Module indices, and
-    so state-dict keys, match torchvision's.
-    """
-    modules: list[nn.Module] = []
-    in_ch = 3
-    for info in layer_table(arch)[: None if upto is None else upto + 1]:
-        if info.kind == "conv":
-            conv = nn.Conv2d(in_ch, info.channels, kernel_size=3, padding=1)
-            if conv.weight.device.type != "meta":
-                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
-                nn.init.zeros_(conv.bias)
-            modules.append(conv)
-            in_ch = info.channels
-        elif info.kind == "relu":
-            modules.append(nn.ReLU(inplace=True))
-        else:
-            modules.append(nn.MaxPool2d(kernel_size=2, stride=2))
-    return nn.Sequential(*modules)
 
 
 class _ToLayout(torch.autograd.Function):
@@ -58,18 +35,26 @@ class _ToLayout(torch.autograd.Function):
         return grad.contiguous(memory_format=ctx.input_format), None
 
 
+class _Frozen(nn.Sequential):
+    """A Sequential that stays in eval mode: batch norm uses its running statistics and never updates them."""
+
+    def train(self, mode: bool = True) -> _Frozen:
+        return super().train(False)
+
+
 class FeatureExtractor(nn.Module):
-    """Frozen VGG features addressed by canonical layer names.
+    """Frozen loss-network features addressed by canonical layer names.
 
     Args:
-        arch: ``vgg16`` or ``vgg19``.
+        arch: a supported network (``layersearch.ARCHS``: VGG with or without batch norm, AlexNet,
+            SqueezeNet 1.1, ResNet-18/50, EfficientNet-B0, ConvNeXt-Tiny).
         layers: names from ``layersearch.layer_names(arch)``.
         weights: ``imagenet``, ``random`` or a path to a torchvision state dict.
         seed: initialisation seed when ``weights='random'``.
 
     Calling it on an ``N x 3 x H x W`` RGB batch in [0, 1] returns ``{name: N x C x h x w}`` for exactly
     the requested names. The network is cut after the deepest requested layer, so it holds no parameter
-    beyond it. Gradients flow to the input only.
+    beyond it, and it stays in eval mode whatever its parent does. Gradients flow to the input only.
     """
 
     def __init__(self, arch: str = "vgg16", layers=("relu2_2",), weights: str = "imagenet", seed: int = 0):
@@ -85,18 +70,19 @@ class FeatureExtractor(nn.Module):
         self._index_to_name = {table[name].index: name for name in self.layers}
         deepest = max(self._index_to_name)
 
-        # The whole network's weights, shared by every extractor of this process with the same arch,
-        # weights and seed (a random init of a truncated network equals the prefix of the whole one's).
-        state = shared_features(arch, weights, seed, lambda: vgg_features(arch))
-        with torch.device("meta"):
-            body = vgg_features(arch, upto=deepest)
-        body.load_state_dict({k: v for k, v in state.items() if k in body.state_dict()}, assign=True)
-        for name in self.layers:
-            # torchvision's ReLUs are in-place: they would overwrite a captured conv output, so the
-            # ReLU right after a requested conv must make a new tensor.
-            index = table[name].index
-            if table[name].kind == "conv" and index + 1 < len(body):
-                body[index + 1] = nn.ReLU(inplace=False)
+        # The whole trunk's weights, shared by every extractor of this process with the same arch, weights
+        # and seed; this one takes the units up to the deepest layer, built on the meta device and assigned
+        # the shared tensors, so building it initialises nothing.
+        state = shared_features(arch, weights, seed)
+        body = _Frozen(*trunk(arch, upto=deepest))
+        body.load_state_dict(unit_state(state, arch, upto=deepest), assign=True)
+        for index in self._index_to_name:
+            # An in-place op right after a tap (torchvision's ReLU(inplace=True) after a conv or batch norm)
+            # would overwrite the tapped tensor: it computes out of place instead, which costs what a clone
+            # would. Inside a unit nothing writes to the unit's input (ResNet's residual add writes to the
+            # block's own result), so unit outputs need nothing else.
+            if index + 1 < len(body) and getattr(body[index + 1], "inplace", False):
+                body[index + 1].inplace = False
         # channels_last: the layout oneDNN (CPU) and cuDNN (bf16 tensor cores) run convolutions and pooling
         # fastest in; on 2 CPU cores it makes max-pooling ~10x and the convolutions ~10% faster than NCHW.
         self.body = body  # channels_last already (shared_features)
@@ -120,7 +106,7 @@ class FeatureExtractor(nn.Module):
         return weights_label(self.weights)
 
     def train(self, mode: bool = True) -> FeatureExtractor:
-        # Frozen network: BatchNorm-free, but keep eval semantics even inside a model's .train().
+        # Frozen network: batch norm must keep its running statistics even inside a model's .train().
         return super().train(False)
 
     def forward(self, images: torch.Tensor, layers: Collection[str] | None = None) -> dict[str, torch.Tensor]:

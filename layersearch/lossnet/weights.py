@@ -1,20 +1,21 @@
 """Pretrained weights for torchvision backbones: ImageNet through torchvision's weights API, a local
 file, or an explicit, loudly labelled ``random`` initialisation. Never a silent fallback.
 
-Shared by the loss network (VGG) and the LPIPS backbone (AlexNet, VGG, SqueezeNet).
+Shared by the loss networks (every ``layersearch.ARCHS``) and the LPIPS backbone (AlexNet, VGG, SqueezeNet).
 """
 
 from __future__ import annotations
 
 import urllib.error
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
 import torchvision
 
 from ..errors import LayersearchError, RandomWeightsWarning
+from . import networks
+from .layers import ARCHS, trunk_roots
 
 RANDOM = "random"
 IMAGENET = "imagenet"
@@ -78,64 +79,93 @@ def _file_state_dict(path: str) -> dict[str, torch.Tensor]:
     return state
 
 
-# (arch, weights spec, seed) -> the whole ``features`` state dict, frozen, made once per process.
+# (arch, weights spec, seed or file identity) -> the trunk's state dict, frozen, made once per process.
 _SHARED: dict[tuple[str, str, int], dict[str, torch.Tensor]] = {}
 
 
-def shared_features(
-    arch: str, weights: str, seed: int, build: Callable[[], torch.nn.Module]
-) -> dict[str, torch.Tensor]:
-    """The ``features`` state dict for a weights spec, read (or, for ``random``, initialised) once per process.
+def shared_features(arch: str, weights: str, seed: int) -> dict[str, torch.Tensor]:
+    """The loss network's trunk state dict for a weights spec, read (or, for ``random``, initialised) once per process.
 
     Every later call with the same ``(arch, weights, seed)`` returns the same tensors: a sweep's trials share
     one copy of the loss network instead of re-reading the file. The tensors are frozen weights and must
     not be modified in place; a module that loads them with ``assign=True`` shares them.
 
     Args:
-        arch: a torchvision model name with a ``features`` module.
-        weights: ``imagenet``, ``random`` or a path (see ``features_state_dict``).
+        arch: a supported network (``layersearch.ARCHS``).
+        weights: ``imagenet``, ``random`` or a path (see ``trunk_state_dict``).
         seed: the initialisation seed; it matters only for ``random`` weights.
-        build: makes the whole, freshly initialised ``features`` module (called under ``seed``).
 
     Returns:
-        The state dict, tensors with ``requires_grad=False``, 4-D ones in channels_last layout.
+        The trunk's state dict with torchvision's keys (``features.0.weight``, ``layer1.0.conv1.weight``),
+        tensors with ``requires_grad=False``, 4-D ones in channels_last layout.
     """
     weights = str(weights)
-    state = features_state_dict(arch, weights)  # warns for random weights on every call, cached or not
+    state = trunk_state_dict(arch, weights)  # warns for random weights on every call, cached or not
     # id(state): the file cache below keeps one dict per file version, so a rewritten file is a new key.
     key = (arch, weights, int(seed) if state is None else id(state))
     if key not in _SHARED:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            module = build()
-        if state is not None:
-            check_fits(module, state, arch, weights)
-            module.load_state_dict(state)
-        module.to(memory_format=torch.channels_last).requires_grad_(False)
-        _SHARED[key] = {k: v.detach() for k, v in module.state_dict().items()}
+        if state is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                state = networks.restrict(networks.build_model(arch).state_dict(), arch)
+        expected = networks.trunk_shapes(arch)
+        _SHARED[key] = {k: _frozen(v, expected[k].dtype) for k, v in state.items()}
     return _SHARED[key]
+
+
+def _frozen(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    # channels_last: the layout the loss network runs in (see FeatureExtractor).
+    tensor = tensor.detach().to(dtype=dtype)
+    return tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor.contiguous()
 
 
 def clear_shared() -> None:
     """Forget the shared weights (the next extractor reads or initialises them again)."""
     _SHARED.clear()
     _FILES.clear()
+    _TRUNKS.clear()
 
 
 # (resolved path, mtime_ns, size) or ("imagenet:<arch>",) -> state dict as read: a file is read once per process.
 _FILES: dict[tuple, dict[str, torch.Tensor]] = {}
+# (arch, id of a dict in _FILES) -> its trunk entries, checked.
+_TRUNKS: dict[tuple[str, int], dict[str, torch.Tensor]] = {}
 
 
-def features_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
-    """The state dict of ``torchvision.models.<arch>().features`` for a weights spec.
+def _read(arch: str, weights: str) -> dict[str, torch.Tensor]:
+    if weights == IMAGENET:
+        key: tuple = (f"imagenet:{arch}",)
+        if key not in _FILES:
+            _FILES[key] = _imagenet_state_dict(arch)
+    else:
+        file = Path(weights).expanduser()
+        key = (str(file.resolve()), *((file.stat().st_mtime_ns, file.stat().st_size) if file.is_file() else (-1, -1)))
+        if key not in _FILES:
+            _FILES[key] = _file_state_dict(weights)
+    return _FILES[key]
+
+
+def _as_model_keys(state: dict[str, torch.Tensor], arch: str) -> dict[str, torch.Tensor]:
+    # A file of ``features`` alone (``model.features.state_dict()``) has keys without the prefix.
+    roots = tuple(f"{root}." for root in trunk_roots(arch))
+    if roots == ("features.",) and not any(k.startswith(roots) for k in state):
+        return {f"features.{k}": v for k, v in state.items()}
+    return state
+
+
+def trunk_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
+    """The state dict of ``arch``'s trunk for a weights spec, checked against the network.
 
     Args:
-        arch: a torchvision model name whose model has a ``features`` module (vgg16, alexnet, ...).
+        arch: a supported network.
         weights: ``imagenet``, ``random`` or a path to a state dict of the whole model (as torchvision
-            downloads it) or of its ``features`` only.
+            downloads it) or, for networks whose trunk is ``features``, of ``features`` only.
 
     Returns:
-        The ``features`` state dict, keys without the ``features.`` prefix, or None for ``random``.
+        The trunk's entries with torchvision's keys (the head's are dropped), or None for ``random``.
+
+    Raises:
+        WeightsError: the weights cannot be had, or do not fit ``arch`` (saying which network they seem for).
     """
     weights = str(weights)
     if is_random(weights):
@@ -146,38 +176,55 @@ def features_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor] | No
             stacklevel=3,
         )
         return None
-    if weights == IMAGENET:
-        key = (f"imagenet:{arch}",)
-        if key not in _FILES:
-            _FILES[key] = _imagenet_state_dict(arch)
-    else:
-        file = Path(weights).expanduser()
-        key = (str(file.resolve()), *((file.stat().st_mtime_ns, file.stat().st_size) if file.is_file() else (-1, -1)))
-        if key not in _FILES:
-            _FILES[key] = _file_state_dict(weights)
-    state = _FILES[key]
-    if any(k.startswith("features.") for k in state):
-        state = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-    return state
+    state = _read(arch, weights)
+    key = (arch, id(state))  # _FILES keeps every version read, so an id is never reused
+    if key not in _TRUNKS:
+        trunk = networks.restrict(_as_model_keys(state, arch), arch)
+        _check_keys(networks.trunk_shapes(arch), trunk, arch, weights, state)
+        _TRUNKS[key] = trunk
+    return _TRUNKS[key]
+
+
+def features_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
+    """The state dict of ``torchvision.models.<arch>().features`` (keys without ``features.``), or None for
+    ``random``: the LPIPS backbones (alexnet, vgg16, squeezenet1_1)."""
+    state = trunk_state_dict(arch, weights)
+    return None if state is None else {k[len("features."):]: v for k, v in state.items()}
 
 
 def check_fits(module: torch.nn.Module, state: dict[str, torch.Tensor], arch: str, weights: str) -> None:
     """Raise a WeightsError unless ``state`` has exactly ``module``'s parameters with the same shapes.
 
-    ``module`` may live on the meta device: only its parameter shapes are read.
+    ``module`` is a ``features`` module (keys without the prefix) and may live on the meta device.
     """
-    expected = module.state_dict()
+    expected = {f"features.{k}": v for k, v in module.state_dict().items()}
+    _check_keys(expected, {f"features.{k}": v for k, v in state.items()}, arch, weights)
+
+
+def _check_keys(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor], arch: str, weights: str,
+                whole: dict[str, torch.Tensor] | None = None) -> None:
+    problem = None
     for key, tensor in expected.items():
         if key not in state or state[key].shape != tensor.shape:
             found = "nothing" if key not in state else f"shape {tuple(state[key].shape)}"
-            raise WeightsError(
-                f"weights {weights_label(weights)} do not fit {arch}: parameter features.{key} should have "
-                f"shape {tuple(tensor.shape)}, the file has {found} (a file for another architecture?)"
-            )
+            problem = f"parameter {key} should have shape {tuple(tensor.shape)}, the file has {found}"
+            break
     extra = sorted(set(state) - set(expected))
-    if extra:
-        raise WeightsError(
-            f"weights {weights_label(weights)} do not fit {arch}: unexpected parameters "
-            f"{', '.join('features.' + k for k in extra[:4])} (a file for another architecture?)"
-        )
+    if problem is None and extra:
+        problem = f"unexpected parameters {', '.join(extra[:4])}"
+    if problem is not None:
+        raise WeightsError(f"weights {weights_label(weights)} do not fit {arch}: {problem}; "
+                           f"{_seems_for(state if whole is None else whole)}")
 
+
+def _seems_for(state: dict[str, torch.Tensor]) -> str:
+    """Which supported network a state dict fits exactly, said as the end of an error message."""
+    fits = []
+    for arch in ARCHS:
+        expected = networks.trunk_shapes(arch)
+        trunk = networks.restrict(_as_model_keys(state, arch), arch)
+        if trunk.keys() == expected.keys() and all(trunk[k].shape == v.shape for k, v in expected.items()):
+            fits.append(arch)
+    if fits:
+        return f"they seem to be for {' or '.join(fits)}"
+    return f"they fit none of the supported networks ({', '.join(ARCHS)})"

@@ -90,7 +90,7 @@ def test_loads_local_file(tmp_path, images, prefix):
 def test_file_for_wrong_arch_is_clear(tmp_path):
     path = tmp_path / "vgg19.pth"
     torch.save(torchvision.models.vgg19().features.state_dict(), path)
-    with pytest.raises(WeightsError, match="do not fit vgg16.*another architecture"):
+    with pytest.raises(WeightsError, match="do not fit vgg16: parameter features.17.weight .* seem to be for vgg19$"):
         FeatureExtractor("vgg16", ["relu1_2"], weights=str(path))
 
 
@@ -121,16 +121,19 @@ def test_imagenet_offline_fails_fast_with_both_ways_out(monkeypatch, tmp_path):
     assert time.monotonic() - start < 10
 
 
-def test_own_vgg_builder_matches_torchvision():
-    from layersearch.lossnet.features import vgg_features
+@pytest.mark.parametrize("arch", ["vgg11", "vgg13_bn", "vgg19"])
+def test_own_vgg_builder_matches_torchvision(arch):
+    from layersearch.lossnet.networks import vgg_features
 
-    ours = vgg_features("vgg19")
-    theirs = torchvision.models.vgg19().features
+    ours = vgg_features(arch)
+    with torch.device("meta"):
+        theirs = torchvision.models.get_model(arch).features
+    assert [type(m) for m in ours] == [type(m) for m in theirs]
     assert {k: v.shape for k, v in ours.state_dict().items()} == {
         k: v.shape for k, v in theirs.state_dict().items()
     }
     # torchvision's init: kaiming normal, fan_out, so std = sqrt(2 / (out_channels * 9)).
-    std = ours[-3].weight.std().item()
+    std = [m for m in ours if isinstance(m, torch.nn.Conv2d)][-1].weight.std().item()
     assert abs(std - (2 / (512 * 9)) ** 0.5) < 0.002
 
 
@@ -165,7 +168,7 @@ def test_random_weights_are_shared_per_seed_and_equal_a_fresh_init(images):
     assert shallow.body[0].weight.data_ptr() == deep.body[0].weight.data_ptr()
     assert not torch.equal(shallow.body[0].weight, other.body[0].weight)
     # The shared init equals what a network truncated at relu1_2 gets on its own under the same seed.
-    from layersearch.lossnet.features import vgg_features
+    from layersearch.lossnet.networks import vgg_features
 
     torch.manual_seed(5)
     fresh = vgg_features("vgg16", upto=3)

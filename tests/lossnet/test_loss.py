@@ -109,7 +109,7 @@ def test_round_trip_through_file(tmp_path, images, suffix):
         ({"content_layers": {}}, r"nothing to optimise"),
         ({"content_layers": {"relu2_2": 1.0}, "content_weight": 0.0}, r"nothing to optimise"),
         ({"criterion": "huber"}, r"unknown criterion 'huber'; choose one of: mse, l1"),
-        ({"loss_net": {"arch": "vgg11"}}, r"loss_net.arch: unknown loss network architecture 'vgg11'"),
+        ({"loss_net": {"arch": "resnet34"}}, r"loss_net.arch: unknown loss network architecture 'resnet34'"),
         ({"content_layer": {"relu2_2": 1.0}}, r"unknown key\(s\) content_layer"),
         ({"content_layers": ["relu2_2"]}, r"content_layers must map layer names to weights"),
         ({"pixel_weight": "a lot"}, r"pixel_weight must be a finite number"),

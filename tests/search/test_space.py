@@ -141,7 +141,7 @@ def test_grid_needs_discrete_space():
     [
         ({"content": {"candidates": ["relu9_9"]}}, r"unknown layer 'relu9_9'"),
         ({"content": {"candidates": ["relu5_4"]}}, r"relu5_4.*exists in vgg19"),
-        ({"arch": "resnet50"}, r"search_space.arch: unknown loss network architecture"),
+        ({"arch": "resnet34"}, r"search_space.arch: unknown loss network architecture"),
         (
             {"content": {"candidates": ["relu1_2"], "min_layers": 2, "max_layers": 3}},
             r"min_layers <= the 1 candidates",

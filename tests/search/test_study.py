@@ -157,7 +157,7 @@ def test_failing_trials_are_recorded_and_stop_the_sweep(tmp_path, monkeypatch, m
         (["study.pruner=hyperband"], "hyperband needs a single objective"),
         (["study.sampler=grid"], "grid needs a space without {low, high} ranges"),
         (["search_space.content.candidates=[relu9_9]"], "unknown layer 'relu9_9'"),
-        (["search_space.arch=vgg11"], "unknown loss network architecture 'vgg11'"),
+        (["search_space.arch=resnet34"], "unknown loss network architecture 'resnet34'"),
         (["search_space.content.min_layers=9"], "min_layers <= the 5 candidates"),
         (["search_space.content.weight={low:1.0,high:1.0}"], "empty or invalid range"),
         (["study.n_trials=0"], "study.n_trials must be >= 1"),
