@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from layersearch.config import compose_config, config_dir, config_groups, to_container
+from layersearch.lossnet.layers import layer_names
 from layersearch.lossnet.loss import LossConfig
 from layersearch.search.space import SearchSpace
 from layersearch.search.study import make_pruner, make_sampler, resolve_objectives
@@ -28,8 +29,12 @@ def test_every_option_composes_and_builds(group, option):
     if group == "search_space" and option == "style_johnson" or group == "model" and option == "style":
         overrides += ["task=style"]
     cfg = to_container(compose_config(overrides))
-    if group == "loss" or group == "loss_net":
+    if group == "loss":
         LossConfig.from_mapping({"loss_net": cfg["loss_net"], **cfg["loss"]})
+    if group == "loss_net":
+        # With the network's own layer: the default loss (johnson_sr, relu2_2) is a VGG loss.
+        assert cfg["loss_net"]["arch"] == option
+        LossConfig.from_mapping({"loss_net": cfg["loss_net"], "content_layers": {layer_names(option)[-1]: 1.0}})
     if group == "search_space":
         space = SearchSpace.from_config(cfg["search_space"], weights="random")
         objectives = resolve_objectives(cfg["study"], cfg["task"])

@@ -79,12 +79,25 @@ def _choose_layers(cfg: Mapping[str, Any]) -> tuple[str, list[str], str | None, 
         study_name = study.study_name
     except StudyError:
         notes.append(f"no study named {cfg['study']['name']!r}: layers from search_space={space.get('name')}")
-    archs = space.get("arch") or cfg["loss_net"]["arch"]
-    arch = archs if isinstance(archs, str) else (cfg["loss_net"]["arch"] if cfg["loss_net"]["arch"] in archs
-                                                 else list(archs)[0])
+    loss_arch = str(cfg["loss_net"]["arch"])
+    archs = space.get("arch") or loss_arch
+    archs = [archs] if isinstance(archs, str) else [str(a) for a in archs]
     chosen = cfg["inspect"].get("layers")
     if isinstance(chosen, str):
         chosen = [chosen]
+    if chosen:
+        # Named layers: loss_net's network when they are its layers (loss_net=resnet50 inspect.layers=[layer1]),
+        # else the space's network that has them; neither: loss_net's, whose error lists its valid names.
+        fits = [a for a in dict.fromkeys([loss_arch, *archs]) if set(chosen) <= set(layer_names(a))]
+        arch = fits[0] if fits else loss_arch
+        if arch != loss_arch:
+            notes.append(f"{', '.join(chosen)}: not layers of loss_net {loss_arch}; inspecting {arch}, which "
+                         f"search_space={space.get('name')} searches")
+    else:
+        arch = loss_arch if loss_arch in archs else archs[0]
+        if arch != loss_arch:
+            notes.append(f"loss_net {loss_arch} is not searched by search_space={space.get('name')}: inspecting "
+                         f"{arch}'s candidates (name {loss_arch}'s layers with inspect.layers=[...])")
     layers = validate_layers(arch, chosen) if chosen else study_candidates(space, arch)
     if not layers:
         raise InspectError("no layers to inspect: set inspect.layers=[relu1_2,relu2_2,...]")

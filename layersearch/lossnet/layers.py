@@ -110,7 +110,7 @@ def validate_layers(arch: str, names) -> list[str]:
         renamed = [info.name for info in _table(arch) if info.module == name]
         others = [a for a in ARCHS if a != arch and name in layer_names(a)]
         hint = (f" (module {name} is named {renamed[0]} here)" if renamed else
-                f" (it exists in {', '.join(others)}; set loss_net.arch accordingly)" if others else "")
+                f" (it exists in {', '.join(others)})" if others else "")
         raise LayerError(f"unknown layer {name!r} for {arch}{hint}; valid names: {', '.join(valid)}")
     return names
 

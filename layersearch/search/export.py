@@ -15,6 +15,7 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
+from ..lossnet.layers import is_vgg
 from ..lossnet.loss import LossConfig
 from ..lossnet.weights import any_random
 from ..outputs import RANDOM_BANNER, atomic_write_text
@@ -66,8 +67,13 @@ def basicsr_block(config: Mapping[str, Any]) -> dict[str, Any]:
 
     BasicSR's PerceptualLoss has one ``layer_weights`` dict and averages the Gram difference (MSE) where
     ours sums it, so only content-only configs without TV translate exactly; anything else is an ExportError.
+    Its VGGFeatureExtractor builds torchvision's VGGs (with or without batch norm) and no other network.
     """
     cfg = LossConfig.from_mapping(config)
+    if not is_vgg(cfg.arch):
+        raise ExportError(f"export.format=basicsr: BasicSR's PerceptualLoss takes VGG only (vgg11..vgg19, with or "
+                          f"without _bn), and this config's loss network is {cfg.arch}; export it as yaml and load "
+                          "it with layersearch's PerceptualLoss.from_config")
     if cfg.style_layers and cfg.style_weight > 0:
         raise ExportError("export.format=basicsr: this config has style (Gram) terms; BasicSR's style term averages "
                          "the Gram difference where layersearch sums it, so it would mean something else")
@@ -78,7 +84,7 @@ def basicsr_block(config: Mapping[str, Any]) -> dict[str, Any]:
     block: dict[str, Any] = {
         "perceptual_opt": {
             "type": "PerceptualLoss",
-            "layer_weights": dict(cfg.content_layers),  # BasicSR's names are ours: conv5_4 is before the ReLU
+            "layer_weights": dict(cfg.content_layers),  # BasicSR's names are ours (bn1_1 too): conv5_4 is before the ReLU
             "vgg_type": cfg.arch,
             "use_input_norm": True,  # images in [0, 1], ImageNet normalisation inside, as here
             "range_norm": False,

@@ -16,6 +16,7 @@ from typing import Any
 from ..errors import LayersearchError
 from ..lossnet.layers import ARCHS, LayerError, check_arch, validate_layers
 from ..lossnet.loss import CRITERIA, ConfigError, LossConfig
+from ..trial.metrics import LPIPS_NETS
 
 
 class SpaceError(LayersearchError, ValueError):
@@ -111,6 +112,12 @@ def _parse_group(value: Any, key: str, archs: list[str], prefix: str) -> LayerGr
         raise SpaceError(f"unknown key(s) {', '.join(sorted(unknown))} in search_space.{key}")
     raw = value.get("candidates")
     if isinstance(raw, Mapping):
+        # The map may name more networks than `arch` lists, so that narrowing `arch` on the command line
+        # (search_space.arch=[resnet18]) keeps that network's candidates; every key must be a network.
+        unknown = [str(a) for a in raw if str(a) not in ARCHS]
+        if unknown:
+            raise SpaceError(f"search_space.{key}.candidates names {', '.join(unknown)}, not a supported loss "
+                             f"network; choose from {', '.join(ARCHS)}")
         missing = [a for a in archs if a not in raw]
         if missing:
             raise SpaceError(f"search_space.{key}.candidates has no list for {', '.join(missing)}")
@@ -317,3 +324,21 @@ class SearchSpace:
         if len(self.criteria) > 1:
             grid["criterion"] = list(self.criteria)
         return grid
+
+
+def metric_overlap_warning(archs: Sequence[str], lpips_net: str) -> str | None:
+    """One warning line when a searched loss network is also the LPIPS backbone that grades the trials.
+
+    LPIPS then partly measures the loss against itself and rewards configs that match its own features.
+
+    Args:
+        archs: the loss networks searched (``SearchSpace.archs``).
+        lpips_net: ``metrics.lpips.net`` (``alex``, ``vgg``, ``squeeze``).
+    """
+    backbone = LPIPS_NETS.get(str(lpips_net))
+    if backbone not in archs:
+        return None
+    others = [net for net, arch in LPIPS_NETS.items() if arch not in archs]
+    instead = f"; metrics.lpips.net={others[0]} would grade independently" if others else ""
+    return (f"warning: {backbone} is both a loss network searched and the backbone of LPIPS "
+            f"(metrics.lpips.net={lpips_net}): lpips rewards {backbone} trials for matching its own features{instead}")

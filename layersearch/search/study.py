@@ -31,7 +31,7 @@ from ..trial.train import resolve_device
 from .algorithms import MultiObjectiveMedian, make_pruner, make_sampler
 from .export import provenance_config
 from .runner import run_trial
-from .space import NotInSpace, SearchSpace
+from .space import NotInSpace, SearchSpace, metric_overlap_warning
 from .storage import (
     GRACE_S,
     HEARTBEAT_S,
@@ -180,6 +180,8 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True) 
     name = check_study_name(study_cfg.get("name"))
     objectives = resolve_objectives(study_cfg, cfg["task"])
     space = SearchSpace.from_config(cfg["search_space"], weights=str(cfg["loss_net"]["weights"]))
+    if overlap := metric_overlap_warning(space.archs, cfg["metrics"]["lpips"]["net"]):
+        log(overlap)
     n_trials, n_startup = int(study_cfg["n_trials"]), int(study_cfg.get("n_startup_trials", 4))
     n_warmup = int(study_cfg.get("n_warmup_steps", 0))
     if n_trials < 1:

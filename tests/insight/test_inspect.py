@@ -94,3 +94,29 @@ def test_default_settings_shallow_layer_reconstructs_better_than_deep(tmp_path):
     print(f"inspect default: {time.perf_counter() - started:.0f} s; feature PSNR-Y relu1_2 "
           f"{rows['relu1_2']['feature']['psnr_y']:.2f} dB, relu5_3 {rows['relu5_3']['feature']['psnr_y']:.2f} dB")
     assert rows["relu1_2"]["feature"]["psnr_y"] > rows["relu5_3"]["feature"]["psnr_y"] + 5
+
+
+def test_inspect_works_on_any_network(tmp_path, capsys):
+    out = tmp_path / "out"
+    args = [*TINY, "loss_net=resnet50", "inspect.layers=[layer1,layer2]", f"out_dir={out}",
+            f"paths.studies_dir={tmp_path}/studies"]
+    assert main(["inspect", *args]) == 0
+    data = json.loads((out / "inspect.json").read_text())
+    assert data["arch"] == "resnet50" and data["random_weights"] is True
+    assert [(r["layer"], r["channels"], r["stride"]) for r in data["layers"]] == [("layer1", 256, 4), ("layer2", 512, 8)]
+    assert "layer2" in capsys.readouterr().out
+
+
+def test_inspect_picks_the_network_whose_layers_were_named(tmp_path, capsys):
+    def arch_inspected(*overrides: str) -> str:
+        out = tmp_path / str(len(list(tmp_path.iterdir())))
+        assert main(["inspect", *TINY, *overrides, f"out_dir={out}", f"paths.studies_dir={tmp_path}/studies"]) == 0
+        return json.loads((out / "inspect.json").read_text())["arch"]
+
+    # loss_net is vgg16 by default: its own layers go to it, layers only the space's vgg19 has go to vgg19.
+    assert arch_inspected("search_space=sr_vgg19_pre_post", "inspect.layers=[conv1_2]") == "vgg16"
+    assert arch_inspected("search_space=sr_vgg19_pre_post", "inspect.layers=[relu5_4]") == "vgg19"
+    assert "relu5_4: not layers of loss_net vgg16; inspecting vgg19" in capsys.readouterr().out
+    assert main(["inspect", *TINY, "loss_net=resnet18", "inspect.layers=[layer9]", f"out_dir={tmp_path}/c"]) == 2
+    assert "unknown layer 'layer9' for resnet18" in one_error_line(capsys)
+    assert not (tmp_path / "c").exists()

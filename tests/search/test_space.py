@@ -14,7 +14,7 @@ def space(name: str = "sr_relu", **changes) -> SearchSpace:
     return SearchSpace.from_config(cfg, weights="random")
 
 
-@pytest.mark.parametrize("name", ["sr_relu", "sr_vgg19_pre_post", "style_johnson"])
+@pytest.mark.parametrize("name", ["sr_relu", "sr_vgg19_pre_post", "style_johnson", "sr_networks"])
 def test_shipped_spaces_sample_valid_configs(name):
     s = space(name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -143,6 +143,14 @@ def test_grid_needs_discrete_space():
         ({"content": {"candidates": ["relu5_4"]}}, r"relu5_4.*exists in vgg19"),
         ({"arch": "resnet34"}, r"search_space.arch: unknown loss network architecture"),
         (
+            {"arch": "resnet18", "content": {"candidates": {"resnet18": ["layer1"], "resnet34": ["layer1"]}}},
+            r"candidates names resnet34, not a supported loss network; choose from vgg11, .*, convnext_tiny$",
+        ),
+        ({"arch": ["resnet18", "vgg16"], "content": {"candidates": {"resnet18": ["layer1"]}}},
+         r"candidates has no list for vgg16"),
+        ({"arch": "resnet18", "content": {"candidates": {"resnet18": ["relu2_2"]}}},
+         r"unknown layer 'relu2_2' for resnet18 .*valid names: relu, maxpool"),
+        (
             {"content": {"candidates": ["relu1_2"], "min_layers": 2, "max_layers": 3}},
             r"min_layers <= the 1 candidates",
         ),
@@ -162,3 +170,41 @@ def test_grid_needs_discrete_space():
 def test_bad_spaces(changes, message):
     with pytest.raises(SpaceError, match=message):
         space("sr_relu", **changes)
+
+
+def test_sr_networks_searches_six_or_more_networks_at_four_or_five_stage_outputs():
+    s = space("sr_networks")
+    assert len(s.archs) >= 6
+    assert {len(s.content.candidates[a]) for a in s.archs if a != "vgg19"} <= {4, 5}
+    # Every literature baseline fits (vgg19 carries conv5_4 as well, for ESRGAN).
+    for name in ("johnson_sr", "srgan_vgg54", "esrgan", "pixel"):
+        s.params_for(LossConfig.from_mapping(literature_loss(name)))
+
+
+def test_narrowing_arch_on_the_command_line_keeps_that_networks_candidates():
+    cfg = to_container(compose_config(["search_space=sr_networks", "search_space.arch=[resnet18,convnext_tiny]"]))
+    s = SearchSpace.from_config(cfg["search_space"], weights="random")
+    assert s.archs == ["resnet18", "convnext_tiny"]
+    assert s.content.candidates == {"resnet18": ["relu", "layer1", "layer2", "layer3", "layer4"],
+                                    "convnext_tiny": ["features.1", "features.3", "features.5", "features.7"]}
+    config = s.suggest(optuna.trial.FixedTrial({"arch": "convnext_tiny", "use_features.5": True, "w_features.5": 2.0,
+                                                "use_features.7": False, "use_features.1": False,
+                                                "use_features.3": False, "pixel_weight": 0.0, "criterion": "l1"}))
+    assert config.arch == "convnext_tiny" and config.content_layers == {"features.5": 2.0}
+    with pytest.raises(ValueError, match="not in search_space.arch"):
+        s.params_for(LossConfig.from_mapping(literature_loss("johnson_sr")))
+
+
+@pytest.mark.parametrize(("archs", "net", "warned"), [
+    (["alexnet", "resnet18"], "alex", "alexnet"), (["vgg16"], "vgg", "vgg16"), (["squeezenet1_1"], "squeeze", "squeezenet1_1"),
+    (["vgg16", "vgg19"], "alex", None), (["vgg16_bn"], "vgg", None), (["alexnet"], "squeeze", None),
+])
+def test_metric_overlap_warning_names_the_shared_network(archs, net, warned):
+    from layersearch.search.space import metric_overlap_warning
+
+    line = metric_overlap_warning(archs, net)
+    if warned is None:
+        assert line is None
+    else:
+        assert line.startswith(f"warning: {warned} is both") and f"metrics.lpips.net={net}" in line
+        assert "\n" not in line
