@@ -13,7 +13,9 @@ Prints (and with ``--save`` writes to ``benchmarks/results/<date>-<machine>.md``
    peak resident set over one step, ``/proc/self/status``; CUDA: ``torch.cuda.max_memory_allocated``);
 4. a quickstart SR trial step broken down (data, generator forward/backward, loss forward/backward,
    optimizer) and the evaluations' share of a quickstart trial;
-5. the share of a small sweep's wall time spent outside training and evaluation (Optuna, MLflow, setup).
+5. the share of a small sweep's wall time spent outside training and evaluation (Optuna, MLflow, setup);
+6. a loss step on every loss network at its deepest stride-8 layer relative to VGG-16 relu2_2, its FLOPs,
+   peak memory and first build time (``networks.py``).
 
 Weights are random everywhere: timing does not depend on them, and every number here is a time or a
 ratio, never a quality score. ``--dry`` runs every section at a toy size (a test runs it).
@@ -37,12 +39,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from networks import mid_layer, network_loss, network_steps, network_table
 from references import Vgg16Slices, Vgg19To, gram_matrix, normalize_batch
 from torch.utils.flop_counter import FlopCounterMode
 
 from layersearch.config import compose_config, to_container
 from layersearch.lossnet.features import FeatureExtractor
-from layersearch.lossnet.layers import layer_table
+from layersearch.lossnet.layers import ARCHS, layer_table
 from layersearch.lossnet.loss import LossConfig, PerceptualLoss, total_variation
 from layersearch.lossnet.weights import RandomWeightsWarning, shared_features
 from layersearch.trial.tasks import build_task
@@ -213,8 +216,11 @@ def memory_child(name: str, side: str, device_name: str, dry: bool) -> None:
     warnings.simplefilter("ignore", RandomWeightsWarning)
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", torch.get_num_threads())))
     device = torch.device(device_name)
-    ours, reference = loss_pair(name, device)
-    fn = ours if side == "ours" else reference
+    if side == "network":  # section 6: name is a network
+        fn = network_loss(name, mid_layer(name), device)
+    else:
+        ours, reference = loss_pair(name, device)
+        fn = ours if side == "ours" else reference
     output, target = inputs(device, dry)
     if device.type == "cuda":
         torch.cuda.synchronize()
@@ -238,18 +244,18 @@ def _status_kib(field: str) -> int:
     return int(line.split()[1])
 
 
+def child_peak(name: str, side: str, device: torch.device, dry: bool) -> float:
+    """Peak MiB of one loss step of ``name`` (a loss of LOSSES, or a network with side ``network``), fresh process."""
+    proc = subprocess.run(
+        [sys.executable, __file__, "--memory-child", name, side, "--device", str(device), *(["--dry"] if dry else [])],
+        capture_output=True, text=True, check=True,
+        env={**os.environ, "BENCH_THREADS": str(torch.get_num_threads()), "MALLOC_MMAP_THRESHOLD_": "131072"},
+    )
+    return json.loads(proc.stdout.strip().splitlines()[-1])["mib"]
+
+
 def peak_memory(device: torch.device, dry: bool) -> dict[tuple[str, str], float]:
-    peaks = {}
-    for name in LOSSES:
-        for side in ("ours", "reference"):
-            proc = subprocess.run(
-                [sys.executable, __file__, "--memory-child", name, side, "--device", str(device),
-                 *(["--dry"] if dry else [])],
-                capture_output=True, text=True, check=True,
-                env={**os.environ, "BENCH_THREADS": str(torch.get_num_threads()), "MALLOC_MMAP_THRESHOLD_": "131072"},
-            )
-            peaks[(name, side)] = json.loads(proc.stdout.strip().splitlines()[-1])["mib"]
-    return peaks
+    return {(name, side): child_peak(name, side, device, dry) for name in LOSSES for side in ("ours", "reference")}
 
 
 # --- 4. a quickstart trial step, broken down ------------------------------------------------------------
@@ -454,6 +460,14 @@ def report(args: argparse.Namespace, device: torch.device) -> str:
             f"on temporary sqlite files, CPU: wall {s['wall_s']:.1f} s, training+evaluation {s['training_s']:.1f} s: "
             f"**{100 * s['outside_share']:.0f}%** outside (task set-up, sampling, tracking, previews).")
         out()
+    output, target = inputs(device, args.dry)
+    net_rows = network_steps(device, output, target, args.repeats, one_step, timed)
+    net_peaks = None if args.no_memory else {arch: child_peak(arch, "network", device, args.dry) for arch in ARCHS}
+    out("## 6. Loss networks: a loss step at the deepest layer of stride 8, relative to VGG-16 relu2_2")
+    out()
+    for line in network_table(net_rows, net_peaks, None if args.no_memory else peaks[("relu2_2 (Johnson SR)", "ours")]):
+        out(line)
+    out()
     load_after = os.getloadavg()
     out(f"Took {time.perf_counter() - started:.0f} s. Load average after: {load_after[0]:.2f} (1 min). Reproduce: "
         "`make bench` (SAVE=1 writes this file).")

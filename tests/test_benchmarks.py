@@ -41,8 +41,13 @@ def test_gpu_script_refuses_unknown_arguments():
 def test_make_bench_dry_run_prints_every_section():
     out = _run([sys.executable, "benchmarks/bench.py", "--dry"], timeout=900).stdout
     for heading in ("## 1. Machine convolution throughput", "## 2. Loss step vs reference",
-                    "## 3. Peak memory", "## 4. Quickstart SR trial", "## 5. Sweep time outside training"):
+                    "## 3. Peak memory", "## 4. Quickstart SR trial", "## 5. Sweep time outside training",
+                    "## 6. Loss networks"):
         assert heading in out
+    from layersearch import ARCHS
+
+    for arch in ARCHS:  # one row per network, with its time relative to VGG-16 relu2_2
+        assert re.search(rf"^\| {arch} \| \S+ \| \d+ \| \d+ \| [\d.]+ \| \*\*[\d.]+x\*\* \|", out, re.M), arch
     for loss in ("relu2_2 (Johnson SR)", "relu2_2 + relu4_3", "Johnson style (Gram)", "ESRGAN conv5_4 (VGG-19)"):
         row = next(line for line in out.splitlines() if line.startswith(f"| {loss} |") and "x** |" in line)
         assert row.endswith("| yes |"), row  # ours and the reference compute the same loss value

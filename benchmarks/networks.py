@@ -1,0 +1,79 @@
+"""`make bench` section 6: a loss step on every loss network, relative to VGG-16 relu2_2 in the same run.
+
+Each network is measured at a mid-depth layer, the deepest layer at stride 8 (the output of its third
+resolution: VGG-16 relu4_3, ResNet layer2, EfficientNet features.3, ConvNeXt features.3, AlexNet relu2,
+SqueezeNet relu3), read from the layer tables rather than chosen by hand. The step is the one of section 2
+(output forward + backward, target forward; content term, MSE), timed interleaved with VGG-16 relu2_2 so
+that machine load hits both alike; FLOPs from ``torch.utils.flop_counter``; peak memory by section 3's
+fresh-process method.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from layersearch.lossnet.layers import ARCHS, layer_table
+from layersearch.lossnet.loss import LossConfig, PerceptualLoss
+
+REFERENCE = ("vgg16", "relu2_2")
+
+
+def mid_layer(arch: str) -> str:
+    """The deepest layer of ``arch`` at stride 8."""
+    return [info.name for info in layer_table(arch) if info.stride == 8][-1]
+
+
+def network_loss(arch: str, layer: str, device: torch.device) -> PerceptualLoss:
+    config = {"loss_net": {"arch": arch, "weights": "random"}, "content_layers": {layer: 1.0}}
+    return PerceptualLoss(LossConfig.from_mapping(config)).to(device)
+
+
+def network_steps(device: torch.device, output: torch.Tensor, target: torch.Tensor, repeats: int,
+                  one_step: Callable, timed: Callable) -> list[dict]:
+    """One row per network: its layer, median step time, ratio to VGG-16 relu2_2's, GFLOP, first build time."""
+    reference = network_loss(*REFERENCE, device)
+    one_step(reference, output, target)
+    rows = []
+    for arch in ARCHS:
+        layer = mid_layer(arch)
+        start = time.perf_counter()
+        loss_fn = network_loss(arch, layer, device)  # the first of this network in the process: initialises it
+        build_s = time.perf_counter() - start
+        one_step(loss_fn, output, target)  # warm-up
+        with FlopCounterMode(display=False) as counter:
+            one_step(loss_fn, output, target)
+        times: dict[str, list[float]] = {"reference": [], "network": []}
+        for _ in range(repeats):
+            times["reference"].append(timed(lambda: one_step(reference, output, target), device))
+            times["network"].append(timed(lambda fn=loss_fn: one_step(fn, output, target), device))
+        median = {side: statistics.median(t) for side, t in times.items()}
+        info = next(i for i in layer_table(arch) if i.name == layer)
+        rows.append({"arch": arch, "layer": layer, "stride": info.stride, "rf": info.receptive_field,
+                     "channels": info.channels, "network_s": median["network"], "reference_s": median["reference"],
+                     "ratio": median["network"] / median["reference"], "gflop": counter.get_total_flops() / 1e9,
+                     "build_s": build_s})
+        del loss_fn
+    return rows
+
+
+def network_table(rows: list[dict], peaks: dict[str, float] | None, reference_mib: float | None) -> list[str]:
+    """Section 6's markdown lines."""
+    ref = rows[0]["reference_s"] if rows else float("nan")
+    lines = [f"VGG-16 relu2_2 (the reference, timed between the rows): {1000 * ref:.1f} ms per step"
+             + (f", {reference_mib:.0f} MiB peak." if reference_mib is not None else "."), "",
+             "| network | layer (stride 8) | channels | RF px | ms | **time vs VGG-16 relu2_2** | GFLOP | peak MiB "
+             "| first build s |", "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        peak = f"{peaks[r['arch']]:.0f}" if peaks else "-"
+        lines.append(f"| {r['arch']} | {r['layer']} | {r['channels']} | {r['rf']} | {1000 * r['network_s']:.1f} "
+                     f"| **{r['ratio']:.2f}x** | {r['gflop']:.2f} | {peak} | {r['build_s']:.2f} |")
+    lines += ["", "time vs VGG-16 relu2_2 = median step time of the row / median of the reference's, measured "
+              "alternately (> 1: costlier). First build: the network's first PerceptualLoss in the process, "
+              "random weights initialised (later trials share them); about 0 for vgg16 and vgg19, built earlier "
+              "in this run."]
+    return lines
