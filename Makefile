@@ -27,7 +27,7 @@ demo: $(STAMP)
 # Style, architecture (import-linter: the rooms import only downwards), the default suite, then the slow
 # end-to-end tests (multi-process, console script); FAST=1 skips the slow ones.
 lint: $(STAMP)
-	$(BIN)/ruff check layersearch tests benchmarks
+	$(BIN)/ruff check layersearch tests benchmarks examples
 	$(BIN)/lint-imports
 
 test: lint

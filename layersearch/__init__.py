@@ -24,6 +24,12 @@ _LAZY = {
     "PerceptualLoss": "lossnet.loss",
     "gram_matrix": "lossnet.loss",
     "WeightsError": "lossnet.weights",
+    "Trial": "trial.handle",
+    "Pruned": "trial.handle",
+    "TrialFailed": "trial.handle",
+    "trial_from_env": "trial.env",
+    "sweep": "search.sweep",
+    "SweepResult": "search.study",
 }
 
 __all__ = [
@@ -34,11 +40,17 @@ __all__ = [
     "LayersearchError",
     "LossConfig",
     "PerceptualLoss",
+    "Pruned",
     "RandomWeightsWarning",
+    "SweepResult",
+    "Trial",
+    "TrialFailed",
     "WeightsError",
     "gram_matrix",
     "layer_names",
     "layer_table",
+    "sweep",
+    "trial_from_env",
 ]
 
 if TYPE_CHECKING:
@@ -46,6 +58,10 @@ if TYPE_CHECKING:
     from .lossnet.layers import ARCHS, LayerError, layer_names, layer_table
     from .lossnet.loss import ConfigError, LossConfig, PerceptualLoss, gram_matrix
     from .lossnet.weights import WeightsError
+    from .search.study import SweepResult
+    from .search.sweep import sweep
+    from .trial.env import trial_from_env
+    from .trial.handle import Pruned, Trial, TrialFailed
 
 
 def __getattr__(name: str):

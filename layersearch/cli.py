@@ -142,7 +142,7 @@ def run_score(cfg: DictConfig) -> int:
 
 
 def run_sweep(cfg: DictConfig) -> int:
-    from .search.study import run_sweep
+    from .search.sweep import run_sweep
 
     result = run_sweep(to_container(cfg))
     print(format_result(result))
@@ -268,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return COMMANDS[command](args)
     except KeyboardInterrupt as err:
-        # Ctrl-C: 130; SIGTERM (search.study.Interrupted, e.g. SLURM preemption): 143. Rerunning resumes.
+        # Ctrl-C: 130; SIGTERM (search.loop.Interrupted, e.g. SLURM preemption): 143. Rerunning resumes.
         print(f"layersearch {command}: interrupted", file=sys.stderr)
         return getattr(err, "exit_code", 130)
     except LayersearchError as err:

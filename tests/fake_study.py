@@ -1,12 +1,17 @@
 """Studies with a known answer, built in seconds without training: for the report's tests and benchmark.
 
 Trials carry what `layersearch sweep` stores (search/study.py `_check_same_study`, search/runner.py): the
-study attributes `objectives`, `search_space`, `task`, `search_space_config`, `random_weights`, and per
-trial the `layer_config` user attribute (`baseline` for literature configs, `intermediate` for pruned
-multi-objective trials, `fail_reason` for failed ones).
+study attributes `objectives`, `search_space`, `task`, `search_space_config`, `random_weights` (and `lpips`,
+"net/weights", when asked), and per trial the `layer_config` and `seed` user attributes, the primary
+objective at every evaluation step (Optuna's intermediate values with one objective, the user attribute
+`intermediate` with several; pruned trials stop early), `baseline` for literature configs, `fail_reason` for
+failed ones. With `repeats=True` every baseline is run a second time with another seed, as the sweep's
+noise floor does: same `baseline`, `seed` 1, `repeat_of` the first run's number.
 """
 
 from __future__ import annotations
+
+import datetime
 
 import numpy as np
 import optuna
@@ -21,16 +26,20 @@ SR_SPACE = {
     "baselines": ["johnson_sr", "srgan_vgg54", "esrgan", "pixel"],
 }
 BASELINES = {"johnson_sr": ({"relu2_2": 1.0}, 0.0), "pixel": ({}, 1.0)}
+STEPS = (1, 2, 3)  # evaluation steps of a complete trial; pruned trials stop after the first or second
 
 
-def layer_config(layers: dict[str, float], pixel: float, weights: str = "random") -> dict:
-    return {"loss_net": {"arch": "vgg16", "weights": weights}, "content_layers": layers, "style_layers": {},
+def layer_config(layers: dict[str, float], pixel: float, weights: str = "random", arch: str = "vgg16") -> dict:
+    return {"loss_net": {"arch": arch, "weights": weights}, "content_layers": layers, "style_layers": {},
             "content_weight": 1.0, "style_weight": 0.0, "pixel_weight": pixel, "tv_weight": 0.0, "criterion": "mse"}
 
 
-def _params(layers: dict[str, float], pixel: float) -> tuple[dict, dict]:
+def _params(layers: dict[str, float], pixel: float, candidates, arch: str | None) -> tuple[dict, dict]:
     params, dists = {}, {}
-    for name in SR_CANDIDATES:
+    if arch is not None:
+        params["arch"] = arch
+        dists["arch"] = CategoricalDistribution(sorted(candidates))
+    for name in candidates.get(arch, SR_CANDIDATES) if arch else SR_CANDIDATES:
         params[f"use_{name}"] = name in layers
         dists[f"use_{name}"] = CategoricalDistribution([True, False])
         if name in layers:
@@ -43,48 +52,86 @@ def _params(layers: dict[str, float], pixel: float) -> tuple[dict, dict]:
 
 def fake_study(storage, name: str, n_complete: int, *, metrics=("lpips", "psnr_y"), effect_layer: str = "relu2_2",
                effect: float = -0.05, noise: float = 0.01, n_pruned: int = 0, n_failed: int = 0,
-               baselines: bool = True, seed: int = 0) -> optuna.Study:
+               baselines: bool = True, seed: int = 0, repeats: bool = False, seed_noise: float | None = None,
+               archs: dict[str, list[str]] | None = None, arch_effect: dict[str, float] | None = None,
+               seconds: dict[str, float] | None = None, lpips: str | None = None) -> optuna.Study:
     """A study of ``n_complete`` complete SR trials where using ``effect_layer`` shifts lpips by ``effect``.
 
-    lpips = 0.30 + effect * [effect_layer used] + noise * N(0, 1); psnr_y = 25 - 10 (lpips - 0.30) + noise.
-    Every other layer is used at random (p = 0.5, weights log-uniform 0.1..10) and has no effect.
+    lpips = 0.30 + effect * [effect_layer used] + arch_effect[arch] + noise * N(0, 1);
+    psnr_y = 25 - 10 (lpips - 0.30) + noise. Every other layer is used at random (p = 0.5, weights log-uniform
+    0.1..10) and has no effect. Intermediate values: the primary objective + 0.1 / step at steps 1, 2, 3.
+
+    Args:
+        repeats: run each baseline again with seed 1 (``repeat_of``), its scores moved by ``seed_noise``
+            (default ``noise``) times N(0, 1).
+        archs: ``{arch: candidates}`` to search several loss networks (the space's ``arch`` becomes their
+            list); trials pick one uniformly. ``arch_effect``: lpips shift per network.
+        seconds: per network, how long each complete trial took (Optuna's start and end times).
+        lpips: the study attribute ``lpips`` ("alex/imagenet"), as the sweep records it.
     """
     directions = {"lpips": "minimize", "psnr_y": "maximize", "ssim_y": "maximize"}
     study = optuna.create_study(study_name=name, storage=storage, directions=[directions[m] for m in metrics])
+    space = dict(SR_SPACE)
+    if archs:
+        space["arch"] = list(archs)
+        space["content"] = {**SR_SPACE["content"], "candidates": {a: list(c) for a, c in archs.items()}}
     study.set_user_attr("objectives", list(metrics))
     study.set_user_attr("search_space", "sr_relu")
     study.set_user_attr("task", "layersearch.trial.tasks.SuperResolution")
-    study.set_user_attr("search_space_config", SR_SPACE)
+    study.set_user_attr("search_space_config", space)
     study.set_user_attr("random_weights", True)
+    if lpips:
+        study.set_user_attr("lpips", lpips)
     rng = np.random.default_rng(seed)
-    configs = [(BASELINES[b], b) for b in BASELINES] if baselines else []
+    configs = [(*BASELINES[b], "vgg16", b) for b in BASELINES] if baselines else []
     while len(configs) < n_complete + n_pruned + n_failed:
-        layers = {n: float(np.exp(rng.uniform(np.log(0.1), np.log(10.0)))) for n in SR_CANDIDATES if rng.random() < 0.5}
+        arch = str(rng.choice(list(archs))) if archs else "vgg16"
+        names = archs[arch] if archs else SR_CANDIDATES
+        layers = {n: float(np.exp(rng.uniform(np.log(0.1), np.log(10.0)))) for n in names if rng.random() < 0.5}
         pixel = float(rng.choice([0.0, 1.0])) if layers else 1.0
-        configs.append(((layers, pixel), None))
-    trials = []
-    for i, ((layers, pixel), baseline) in enumerate(configs):
-        lpips = 0.30 + effect * (effect_layer in layers) + noise * rng.standard_normal()
-        scores = {"lpips": lpips, "psnr_y": 25 - 10 * (lpips - 0.30) + noise * rng.standard_normal(),
-                  "ssim_y": 0.8 - (lpips - 0.3)}
-        params, dists = _params(layers, pixel)
-        attrs = {"layer_config": layer_config(layers, pixel)}
+        configs.append((layers, pixel, arch, None))
+
+    def scores(layers, arch, sd):
+        lpips_ = 0.30 + effect * (effect_layer in layers) + (arch_effect or {}).get(arch, 0.0)
+        lpips_ += sd * rng.standard_normal()
+        return {"lpips": lpips_, "psnr_y": 25 - 10 * (lpips_ - 0.30) + sd * rng.standard_normal(),
+                "ssim_y": 0.8 - (lpips_ - 0.3)}
+
+    def trial(layers, pixel, arch, baseline, values, state, steps, **extra):
+        params, dists = _params(layers, pixel, archs or {}, arch if archs else None)
+        attrs = {"layer_config": layer_config(layers, pixel, arch=arch), "seed": 0, **extra}
         if baseline:
             attrs["baseline"] = baseline
-        if i < n_complete:
-            trials.append(optuna.trial.create_trial(params=params, distributions=dists, user_attrs=attrs,
-                                                    values=[scores[m] for m in metrics]))
-        elif i < n_complete + n_pruned:
-            if len(metrics) > 1:
-                attrs["intermediate"] = {"2": lpips + 0.1}
-                trials.append(optuna.trial.create_trial(params=params, distributions=dists, user_attrs=attrs,
-                                                        state=TrialState.PRUNED))
-            else:
-                trials.append(optuna.trial.create_trial(params=params, distributions=dists, user_attrs=attrs,
-                                                        state=TrialState.PRUNED, intermediate_values={2: lpips + 0.1}))
-        else:
+        curve = {s: values[metrics[0]] + 0.1 / s for s in steps}  # the primary objective
+        if state == TrialState.FAIL:
             attrs["fail_reason"] = "non-finite loss at step 3"
-            trials.append(optuna.trial.create_trial(params=params, distributions=dists, user_attrs=attrs,
-                                                    state=TrialState.FAIL))
+            curve = {}
+        if len(metrics) > 1 and curve:
+            attrs["intermediate"] = {str(s): v for s, v in curve.items()}
+        frozen = optuna.trial.create_trial(
+            params=params, distributions=dists, user_attrs=attrs, state=state,
+            values=[values[m] for m in metrics] if state == TrialState.COMPLETE else None,
+            intermediate_values=curve if len(metrics) == 1 else None)
+        took = (seconds or {}).get(arch)
+        if took is not None:
+            frozen.datetime_start = frozen.datetime_complete - datetime.timedelta(seconds=took)
+        return frozen
+
+    trials = []
+    for i, (layers, pixel, arch, baseline) in enumerate(configs):
+        values = scores(layers, arch, noise)
+        if i < n_complete:
+            trials.append(trial(layers, pixel, arch, baseline, values, TrialState.COMPLETE, STEPS))
+        elif i < n_complete + n_pruned:
+            trials.append(trial(layers, pixel, arch, baseline, values, TrialState.PRUNED, STEPS[: 1 + i % 2]))
+        else:
+            trials.append(trial(layers, pixel, arch, baseline, values, TrialState.FAIL, ()))
+    if repeats:
+        sd = noise if seed_noise is None else seed_noise
+        for number, (layers, pixel, arch, baseline) in enumerate(configs[:n_complete]):
+            if baseline:
+                values = {m: v + sd * rng.standard_normal() for m, v in zip(metrics, trials[number].values, strict=True)}
+                trials.append(trial(layers, pixel, arch, baseline, values, TrialState.COMPLETE, STEPS, seed=1,
+                                    repeat_of=number))
     study.add_trials(trials)
     return study

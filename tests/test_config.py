@@ -10,6 +10,7 @@ from layersearch.lossnet.layers import layer_names
 from layersearch.lossnet.loss import LossConfig
 from layersearch.search.space import SearchSpace
 from layersearch.search.study import make_pruner, make_sampler, resolve_objectives
+from layersearch.trial.kinds import make_training
 from layersearch.trial.tasks import build_task, construct
 
 OPTIONS = [(group, option) for group, options in config_groups().items() for option in options]
@@ -37,7 +38,7 @@ def test_every_option_composes_and_builds(group, option):
         LossConfig.from_mapping({"loss_net": cfg["loss_net"], "content_layers": {layer_names(option)[-1]: 1.0}})
     if group == "search_space":
         space = SearchSpace.from_config(cfg["search_space"], weights="random")
-        objectives = resolve_objectives(cfg["study"], cfg["task"])
+        objectives = resolve_objectives(cfg["study"], make_training(cfg))
         make_sampler(cfg["study"]["sampler"], space, len(objectives), 0, 4)
         make_pruner(cfg["study"]["pruner"], len(objectives), 4, 0, cfg["trainer"])
     if group == "model":
@@ -50,11 +51,13 @@ def test_every_option_composes_and_builds(group, option):
         smoke = to_container(compose_config([*overrides, "preset=smoke"]))
         task = build_task(smoke["task"], smoke["data"], smoke["model"], smoke["metrics"], "cpu")
         assert set(task.objectives) <= set(task.evaluate(task.build_generator()))
+    if group == "trial":
+        assert make_training(cfg).kind == option
     assert cfg["seed"] == 0
 
 
 def test_objectives_can_be_any_metric_the_task_reports():
     cfg = to_container(compose_config(["study.objectives=[ssim_y,lpips]"]))
-    assert resolve_objectives(cfg["study"], cfg["task"]) == [("ssim_y", "maximize"), ("lpips", "minimize")]
+    assert resolve_objectives(cfg["study"], make_training(cfg)) == [("ssim_y", "maximize"), ("lpips", "minimize")]
     cfg = to_container(compose_config(["task=style"]))
-    assert [m for m, _ in resolve_objectives(cfg["study"], cfg["task"])] == ["content_lpips", "style_distance"]
+    assert [m for m, _ in resolve_objectives(cfg["study"], make_training(cfg))] == ["content_lpips", "style_distance"]

@@ -17,36 +17,59 @@ import numpy as np
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..lossnet.layers import layer_names
+from ..lossnet.layers import LayerError, layer_names
 from ..lossnet.weights import weights_label
+from ..search.noise import NoiseFloor, compare, is_repeat, noise_floor, runs_of
 from ..search.storage import StudyError
 
 __all__ = [
     "IMPORTANCE_METHOD",
-    "LayerEffect",
+    "Candidate",
     "StudySummary",
     "baseline_differences",
     "derived_params",
+    "gram_on_resnet",
     "importances",
-    "layer_effects",
+    "intermediate",
     "pareto_front",
     "pruned_at",
+    "searched_quantities",
+    "self_graded",
     "summarize_study",
     "top_trials",
+    "trial_arch",
+    "trial_costs",
 ]
 
 GROUPS = (("content", "content_layers", ""), ("style", "style_layers", "style_"))
 IMPORTANCE_METHOD = "fANOVA (optuna.importance.FanovaImportanceEvaluator, Hutter et al. 2014)"
 #: Fewer complete trials than this and importance is not computed (the top quantile would be one trial).
 MIN_TRIALS_FOR_IMPORTANCE = 8
+#: LPIPS backbone (metrics.lpips.net) -> the loss network that is the same network with the same weights.
+LPIPS_BACKBONES = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One searchable layer: a content or style term at ``layer`` of loss network ``arch``."""
+
+    group: str  # "content" | "style"
+    arch: str
+    layer: str
+
+    @property
+    def key(self) -> str:
+        return f"{self.group}_layers"
 
 
 @dataclass
 class StudySummary:
     """What the report needs to know about a study, read once from Optuna.
 
-    ``complete`` holds the COMPLETE trials that carry a ``layer_config``; ``objectives`` is
-    ``[(metric, "minimize" | "maximize")]`` with the primary objective first.
+    ``complete`` holds the COMPLETE trials that carry a ``layer_config``, first runs only: a baseline's
+    repeats with another seed (``repeats``, see search/noise.py) measure seed noise (``noise``) and are not
+    extra configs, so effects, importances, fronts and top tables never see them. ``trials`` holds every
+    trial but the repeats. ``objectives`` is ``[(metric, "minimize" | "maximize")]``, primary first.
     """
 
     name: str
@@ -59,7 +82,11 @@ class StudySummary:
     counts: dict[str, int]
     random_weights: bool
     loss_net_weights: list[str]
-    candidates: dict[str, list[str]] = field(default_factory=dict)
+    candidates: list[Candidate] = field(default_factory=list)
+    archs: list[str] = field(default_factory=list)
+    repeats: list[FrozenTrial] = field(default_factory=list)
+    noise: dict[str, NoiseFloor] = field(default_factory=dict)
+    lpips: str | None = None  # "alex/imagenet": the LPIPS net and weights, when the sweep recorded them
 
     @property
     def metrics(self) -> list[str]:
@@ -71,24 +98,46 @@ class StudySummary:
 
     @property
     def is_style(self) -> bool:
-        return bool(self.candidates.get("style")) or "style" in self.task.lower()
+        return any(c.group == "style" for c in self.candidates) or "style" in self.task.lower()
+
+    def layers_of(self, group: str) -> list[str]:
+        """The candidate layer names of one group, every network together, in candidate order."""
+        return list(dict.fromkeys(c.layer for c in self.candidates if c.group == group))
 
 
-def _candidates(space_config: Mapping[str, Any], complete: Sequence[FrozenTrial]) -> dict[str, list[str]]:
-    """Candidate layers per group: the space's list (first architecture), else every layer any trial used."""
-    out: dict[str, list[str]] = {}
-    arch = space_config.get("arch", "vgg16")
-    arch = arch if isinstance(arch, str) else list(arch)[0]
+def trial_arch(trial: FrozenTrial) -> str:
+    return str(trial.user_attrs["layer_config"].get("loss_net", {}).get("arch", "vgg16"))
+
+
+def _network_order(arch: str):
+    """Sort key by forward order in ``arch`` when lossnet knows its layer table, else by name."""
+    try:
+        order = {n: i for i, n in enumerate(layer_names(arch))}
+    except LayerError:  # a network whose table this version does not have: the space's order decides
+        order = {}
+    return lambda name: (order.get(name, len(order)), name)
+
+
+def _archs(space_config: Mapping[str, Any], trials: Sequence[FrozenTrial]) -> list[str]:
+    """The networks the space searches (its order), then any other network a trial used."""
+    arch = space_config.get("arch")
+    listed = [] if arch is None else [arch] if isinstance(arch, str) else list(arch)
+    return list(dict.fromkeys([*map(str, listed), *(trial_arch(t) for t in trials)])) or ["vgg16"]
+
+
+def _candidates(space_config: Mapping[str, Any], archs: Sequence[str], complete: Sequence[FrozenTrial]
+                ) -> list[Candidate]:
+    """Candidate layers per group and network: the space's list in its order (one list for every network,
+    or ``{arch: [...]}``), then any other layer a trial of that network used, in forward order."""
+    out = []
     for group, key, _ in GROUPS:
         spec = space_config.get(group) or {}
         raw = spec.get("candidates") if isinstance(spec, Mapping) else None
-        if isinstance(raw, Mapping):
-            raw = [name for names in raw.values() for name in names]
-        used = {name for t in complete for name in t.user_attrs["layer_config"].get(key, {})}
-        names = list(dict.fromkeys([*(raw or []), *sorted(used)]))
-        if names:
-            order = {n: i for i, n in enumerate(layer_names(arch))}
-            out[group] = sorted(names, key=lambda n: (order.get(n, 999), n))
+        for arch in archs:
+            listed = list(raw.get(arch) or []) if isinstance(raw, Mapping) else list(raw or [])
+            used = {n for t in complete if trial_arch(t) == arch for n in t.user_attrs["layer_config"].get(key, {})}
+            extra = sorted(used - set(listed), key=_network_order(arch))
+            out += [Candidate(group, arch, name) for name in [*listed, *extra]]
     return out
 
 
@@ -99,7 +148,8 @@ def summarize_study(study: optuna.Study) -> StudySummary:
         StudyError: the study has no complete trial (nothing to report).
     """
     attrs = study.user_attrs
-    trials = study.get_trials(deepcopy=False)
+    everything = study.get_trials(deepcopy=False)
+    trials = [t for t in everything if not is_repeat(t)]
     complete = [t for t in trials if t.state == TrialState.COMPLETE and "layer_config" in t.user_attrs]
     if not complete:
         raise StudyError(f"study {study.study_name!r} has no complete trial yet; run `layersearch sweep "
@@ -107,17 +157,43 @@ def summarize_study(study: optuna.Study) -> StudySummary:
     metrics = list(attrs.get("objectives") or [f"objective_{i}" for i in range(len(study.directions))])
     directions = ["minimize" if d == optuna.study.StudyDirection.MINIMIZE else "maximize" for d in study.directions]
     states = [t.state for t in trials]
+    repeats = [t for t in everything if is_repeat(t)]
     counts = {"complete": states.count(TrialState.COMPLETE), "pruned": states.count(TrialState.PRUNED),
-              "failed": states.count(TrialState.FAIL)}
+              "failed": states.count(TrialState.FAIL), "repeats": len(repeats)}
     loss_weights = sorted({weights_label(t.user_attrs["layer_config"]["loss_net"]["weights"]) for t in complete})
     space_config = dict(attrs.get("search_space_config") or {})
+    archs = _archs(space_config, complete)
     return StudySummary(
         name=study.study_name, task=str(attrs.get("task", "unknown")).rsplit(".", 1)[-1],
         search_space=str(attrs.get("search_space", "unknown")), space_config=space_config,
         objectives=list(zip(metrics, directions, strict=True)), trials=trials, complete=complete, counts=counts,
         random_weights=bool(attrs.get("random_weights")) or "random" in loss_weights,
-        loss_net_weights=loss_weights, candidates=_candidates(space_config, complete),
+        loss_net_weights=loss_weights, candidates=_candidates(space_config, archs, complete), archs=archs,
+        repeats=repeats, noise=noise_floor(everything, metrics), lpips=attrs.get("lpips"),
     )
+
+
+def trial_costs(summary: StudySummary) -> dict[str, tuple[float | None, int]]:
+    """``{arch: (median seconds per complete trial, trials timed)}`` from Optuna's start and end times."""
+    out = {}
+    for arch in summary.archs:
+        seconds = [(t.datetime_complete - t.datetime_start).total_seconds() for t in summary.complete
+                   if trial_arch(t) == arch and t.datetime_start and t.datetime_complete]
+        out[arch] = (float(np.median(seconds)) if seconds else None, len(seconds))
+    return out
+
+
+def self_graded(summary: StudySummary, lpips: str | None) -> list[str]:
+    """The searched loss networks that are the LPIPS backbone too (``lpips`` as ``alex/imagenet``)."""
+    backbone = LPIPS_BACKBONES.get(str(lpips or "").split("/")[0].strip())
+    return [a for a in summary.archs if a == backbone]
+
+
+def gram_on_resnet(layer_config: Mapping[str, Any]) -> bool:
+    """Gram (style) terms on a ResNet: residual features give poor Gram statistics (Wang, Li & Vasconcelos,
+    CVPR 2021), so the report marks such configs."""
+    arch = str(layer_config.get("loss_net", {}).get("arch", ""))
+    return arch.startswith("resnet") and bool(layer_config.get("style_layers"))
 
 
 def is_better(a: float, b: float, direction: str) -> bool:
@@ -173,103 +249,53 @@ def trial_name(trial: FrozenTrial) -> str:
 
 
 def baseline_differences(summary: StudySummary, trial: FrozenTrial) -> list[dict[str, Any]]:
-    """``trial`` minus every literature baseline of the study, per objective, with the sign that is better."""
+    """``trial`` minus every literature baseline of the study, per objective, called against seed noise.
+
+    A config's value is the mean of its runs: its first run and, for a baseline run again with another seed,
+    its repeats (``value_runs``/``baseline_runs`` say how many). The verdict is ``search.noise.compare``:
+    "better"/"worse" only beyond the study's seed noise, "within noise" otherwise.
+    """
+    pool = [*summary.complete, *summary.repeats]
     rows = []
     for base in summary.baselines:
         if base.number == trial.number:
             continue
         for i, (metric, direction) in enumerate(summary.objectives):
-            diff = trial.values[i] - base.values[i]
-            rows.append({"baseline": base.user_attrs["baseline"], "metric": metric, "difference": diff,
-                         "better_if": better_if(direction),
-                         "verdict": "better" if is_better(trial.values[i], base.values[i], direction)
-                         else ("equal" if diff == 0 else "worse")})
+            mine, theirs = runs_of(trial, pool, i), runs_of(base, pool, i)
+            value, base_value = float(np.mean(mine)), float(np.mean(theirs))
+            rows.append({"baseline": base.user_attrs["baseline"], "metric": metric, "value": value,
+                         "value_runs": len(mine), "baseline_value": base_value, "baseline_runs": len(theirs),
+                         "difference": value - base_value, "better_if": better_if(direction),
+                         "verdict": compare(mine, theirs, direction, summary.noise.get(metric))})
     return rows
+
+
+def intermediate(trial: FrozenTrial) -> dict[int, float]:
+    """``{step: primary value}`` of every evaluation a trial reported: Optuna's intermediate values (one
+    objective) or the user attr ``intermediate`` (several objectives: Optuna refuses ``report`` there)."""
+    return dict(trial.intermediate_values) or {int(k): float(v) for k, v in
+                                               (trial.user_attrs.get("intermediate") or {}).items()}
 
 
 def pruned_at(trial: FrozenTrial) -> tuple[int, float] | None:
     """(step, primary value) of the last evaluation a pruned trial reported, or None."""
-    values = dict(trial.intermediate_values) or {int(k): float(v) for k, v in
-                                                 (trial.user_attrs.get("intermediate") or {}).items()}
+    values = intermediate(trial)
     if not values:
         return None
     step = max(values)
     return step, float(values[step])
 
 
-@dataclass
-class LayerEffect:
-    """Trials that used one candidate layer vs those that did not, on the primary objective.
-
-    ``difference`` = median(with) - median(without); ``ci_low``/``ci_high`` its bootstrap 90% interval
-    (None with fewer than 2 trials on a side); ``top_weight`` the median weight of the layer among the top
-    decile of trials that used it (None when none of them did).
-    """
-
-    group: str
-    layer: str
-    n_with: int
-    n_without: int
-    median_with: float | None
-    median_without: float | None
-    difference: float | None
-    ci_low: float | None
-    ci_high: float | None
-    better_if: str
-    top_uses: int
-    top_size: int
-    top_weight: float | None
-
-    @property
-    def excludes_zero(self) -> bool:
-        return self.ci_low is not None and (self.ci_low > 0 or self.ci_high < 0)
-
-    @property
-    def helps(self) -> bool | None:
-        """True when using the layer moves the primary objective the better way (interval excluding 0)."""
-        if not self.excludes_zero:
-            return None
-        return (self.difference < 0) == (self.better_if == "lower")
-
-
-def _bootstrap_median_difference(a: np.ndarray, b: np.ndarray, n_boot: int, rng: np.random.Generator
-                                 ) -> tuple[float, float]:
-    boot_a = np.median(a[rng.integers(0, len(a), size=(n_boot, len(a)))], axis=1)
-    boot_b = np.median(b[rng.integers(0, len(b), size=(n_boot, len(b)))], axis=1)
-    low, high = np.percentile(boot_a - boot_b, [5.0, 95.0])
-    return float(low), float(high)
-
-
-def layer_effects(summary: StudySummary, n_boot: int = 2000, seed: int = 0) -> list[LayerEffect]:
-    """The per-layer effect table, largest absolute difference first (the layers that matter most on top).
-
-    Args:
-        summary: the study; its ``complete`` trials' ``layer_config`` says which layers each trial used.
-        n_boot: bootstrap resamples for the 90% interval of the difference of medians.
-        seed: seeds the bootstrap, so the same study gives the same report.
-    """
-    metric_direction = summary.objectives[0][1]
-    values = np.array([t.values[0] for t in summary.complete], dtype=float)
-    top = ranked(summary.complete, 0, metric_direction)[: max(1, math.ceil(0.1 * len(summary.complete)))]
-    rows = []
-    for g_index, (group, key, _) in enumerate(GROUPS):
-        for index, layer in enumerate(summary.candidates.get(group, [])):
-            used = np.array([layer in t.user_attrs["layer_config"].get(key, {}) for t in summary.complete])
-            a, b = values[used], values[~used]
-            median_a = float(np.median(a)) if len(a) else None
-            median_b = float(np.median(b)) if len(b) else None
-            diff = median_a - median_b if len(a) and len(b) else None
-            low = high = None
-            if len(a) >= 2 and len(b) >= 2:
-                # One generator per layer, seeded by its place: adding a layer leaves the others' intervals.
-                rng = np.random.default_rng([seed, g_index, index])
-                low, high = _bootstrap_median_difference(a, b, n_boot, rng)
-            top_weights = [t.user_attrs["layer_config"][key][layer] for t in top
-                           if layer in t.user_attrs["layer_config"].get(key, {})]
-            rows.append(LayerEffect(group, layer, int(used.sum()), int((~used).sum()), median_a, median_b, diff,
-                                    low, high, better_if(metric_direction), len(top_weights), len(top),
-                                    float(np.median(top_weights)) if top_weights else None))
-    return sorted(rows, key=lambda r: -abs(r.difference) if r.difference is not None else math.inf)
+def searched_quantities(layer_config: Mapping[str, Any]) -> dict[str, Any]:
+    """A config's searched quantities other than its layers: ``log10_content_style_ratio`` (None without
+    Gram terms), ``pixel_weight``, ``tv_weight``, ``criterion``, ``arch``."""
+    lc = layer_config
+    ratio = None
+    if lc.get("style_layers") and lc.get("content_weight") and lc.get("style_weight"):
+        ratio = math.log10(lc["content_weight"] / lc["style_weight"])
+    return {"log10_content_style_ratio": ratio, "pixel_weight": float(lc.get("pixel_weight", 0.0)),
+            "tv_weight": float(lc.get("tv_weight", 0.0)), "criterion": str(lc.get("criterion", "mse")),
+            "arch": str(lc.get("loss_net", {}).get("arch", "vgg16"))}
 
 
 def derived_params(summary: StudySummary) -> list[dict[str, Any]]:
@@ -277,23 +303,20 @@ def derived_params(summary: StudySummary) -> list[dict[str, Any]]:
 
     ``use_<layer>`` / ``use_style_<layer>`` (0/1), ``log10_w_<layer>`` (one decade below the smallest weight
     seen when the layer is absent), ``log10_content_style_ratio``, ``pixel_weight``, ``tv_weight``,
-    ``criterion``, ``arch``. Quantities that never vary are left out: they cannot explain anything.
+    ``criterion``, ``arch``. Quantities that never vary are left out: they cannot explain anything. With
+    several networks a layer name shared by two of them is one column; ``arch`` beside it lets the forest
+    split them.
     """
     rows: list[dict[str, Any]] = []
     for t in summary.complete:
         lc = t.user_attrs["layer_config"]
         row: dict[str, Any] = {}
         for group, key, prefix in GROUPS:
-            for layer in summary.candidates.get(group, []):
+            for layer in summary.layers_of(group):
                 weight = lc.get(key, {}).get(layer)
                 row[f"use_{prefix}{layer}"] = int(weight is not None)
                 row[f"log10_w_{prefix}{layer}"] = math.log10(weight) if weight else None
-        if lc.get("style_layers") and lc.get("content_weight") and lc.get("style_weight"):
-            row["log10_content_style_ratio"] = math.log10(lc["content_weight"] / lc["style_weight"])
-        row["pixel_weight"] = float(lc.get("pixel_weight", 0.0))
-        row["tv_weight"] = float(lc.get("tv_weight", 0.0))
-        row["criterion"] = str(lc.get("criterion", "mse"))
-        row["arch"] = str(lc.get("loss_net", {}).get("arch", "vgg16"))
+        row.update(searched_quantities(lc))
         rows.append(row)
     names = list(dict.fromkeys(k for row in rows for k in row))
     for name in names:

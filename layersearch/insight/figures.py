@@ -14,7 +14,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .analysis import LayerEffect, StudySummary, better_if, pareto_front, pruned_at, trial_name  # noqa: E402
+from .analysis import StudySummary, better_if, pareto_front, pruned_at, trial_name  # noqa: E402
+from .effects import LayerEffect  # noqa: E402
 
 RANDOM_TITLE = " [RANDOM WEIGHTS]"
 
@@ -83,11 +84,16 @@ def history_figure(path: Path, summary: StudySummary) -> Path:
     return _save(fig, path, summary.random_weights, f"{summary.name}: optimisation history")
 
 
-def layers_figure(path: Path, effects: Sequence[LayerEffect], metric: str, random_weights: bool) -> Path:
-    """Difference of medians (with - without) per layer with its 90% interval; green helps, red hurts."""
+def layers_figure(path: Path, effects: Sequence[LayerEffect], metric: str, random_weights: bool,
+                  several_networks: bool = False) -> Path:
+    """Each layer's effect from the joint model with its 90% interval; green helps, red hurts (Holm), grey unclear.
+
+    Layers without an estimate (too few trials) are left out; the table lists them.
+    """
     rows = [e for e in effects if e.difference is not None][::-1]
     fig, ax = plt.subplots(figsize=(6.5, 0.35 * max(len(rows), 3) + 1.2))
-    labels = [f"{e.layer}" + (" (style)" if e.group == "style" else "") for e in rows]
+    labels = [(f"{e.arch}: " if several_networks else "") + e.layer + (" (style)" if e.group == "style" else "")
+              for e in rows]
     colors = ["tab:green" if e.helps else "tab:red" if e.helps is False else "0.6" for e in rows]
     ax.barh(range(len(rows)), [e.difference for e in rows], color=colors)
     for k, e in enumerate(rows):
@@ -96,7 +102,8 @@ def layers_figure(path: Path, effects: Sequence[LayerEffect], metric: str, rando
     ax.axvline(0, c="black", lw=0.6)
     ax.set_yticks(range(len(rows)), labels)
     better = rows[0].better_if if rows else "lower"
-    ax.set_xlabel(f"median {metric}: with the layer - without ({better} is better)\nblack line: 90% bootstrap interval")
+    ax.set_xlabel(f"effect of using the layer on {metric} ({better} is better; joint model)\n"
+                  "black: 90% interval; green helps, red hurts, grey unclear (Holm)")
     return _save(fig, path, random_weights, "Per-layer effect")
 
 

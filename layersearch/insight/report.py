@@ -4,8 +4,6 @@ layers.csv), written through a staging folder and renamed, then logged to the st
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 import shutil
@@ -17,32 +15,34 @@ from typing import Any
 
 from optuna.trial import FrozenTrial
 
-from ..outputs import RANDOM_BANNER
+from ..errors import ConfigValueError
+from ..outputs import RANDOM_BANNER, format_metric
+from ..search.noise import ALPHA as NOISE_ALPHA
+from ..search.noise import NO_ESTIMATE, describe, threshold
 from ..search.storage import load_study, redact
 from ..search.tracking import ui_url
 from . import figures
 from .analysis import (
     IMPORTANCE_METHOD,
-    LayerEffect,
     StudySummary,
     baseline_differences,
+    gram_on_resnet,
     importances,
-    layer_effects,
     layers_label,
     pareto_front,
+    self_graded,
     summarize_study,
     top_trials,
+    trial_costs,
     trial_name,
 )
+from .effects import EffectTable, layer_effects, network_effects, step_effects
+from .layer_section import GRAM_ON_RESNET, effect_blocks, layers_csv, network_blocks
 from .layout import Heading, Image, Link, Para, Table, render_html, render_markdown
 from .places import confirm_path, inspect_dir, replace_dir, report_dir, staging_dir
 from .records import StudyRuns, log_folder, trial_runs
 
 __all__ = ["ReportResult", "build_report", "write_report"]
-
-LAYER_COLUMNS = ["group", "layer", "n_with", "n_without", "median_with", "median_without", "difference",
-                 "ci90_low", "ci90_high", "better_if", "top_decile_uses", "top_decile_size", "top_decile_median_weight"]
-
 
 def labels_of(confirm_data: dict) -> dict:
     """confirm.json's config keys (``trial_12``) -> their labels (``#12 relu2_2+relu4_3``)."""
@@ -60,6 +60,7 @@ class ReportResult:
 
 
 def _fmt(value: Any, digits: int = 4) -> str:
+    """A number that is not a metric value (a rank, a correlation, a p-value); metrics go through format_metric."""
     if value is None:
         return "n/a"
     if isinstance(value, float):
@@ -67,12 +68,16 @@ def _fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
-def _signed(value: float) -> str:
-    return f"{value:+.4g}"
-
-
 def _metrics_cells(summary: StudySummary, trial: FrozenTrial) -> list[str]:
-    return [_fmt(v) for v in trial.values]
+    return [format_metric(m, v) for m, v in zip(summary.metrics, trial.values, strict=True)]
+
+
+def _runs_cell(metric: str, value: float, runs: int) -> str:
+    return format_metric(metric, value) + (f" (mean of {runs} seeds)" if runs > 1 else "")
+
+
+def _config_label(layer_config: Mapping[str, Any]) -> str:
+    return layers_label(layer_config) + (" †" if gram_on_resnet(layer_config) else "")
 
 
 class _Report:
@@ -92,20 +97,47 @@ class _Report:
     def note(self, text: str) -> None:
         self.blocks.append(Para(text, "note"))
 
+    def lpips(self) -> str | None:
+        """The study's LPIPS net/weights: recorded on the study at sweep start, else the MLflow experiment tag."""
+        return self.s.lpips or self.runs.tags.get("layersearch.lpips")
+
     def section_header(self) -> None:
         s = self.s
         if s.random_weights:
             self.blocks.append(Para(RANDOM_BANNER, "banner"))
         self.blocks.append(Heading(f"layersearch report: study {s.name}", 1))
-        lpips = self.runs.tags.get("layersearch.lpips", "not recorded (no MLflow experiment for this study)")
+        lpips = self.lpips() or "not recorded (no MLflow experiment for this study)"
         c = s.counts
+        repeats = f" (+ {c['repeats']} baseline repeat{'s' * (c['repeats'] != 1)} with another seed)" if c.get(
+            "repeats") else ""
+        costs = trial_costs(s)
         rows = [["study", s.name], ["task", s.task], ["search space", s.search_space],
                 ["objectives", ", ".join(f"{m} ({d})" for m, d in s.objectives)],
-                ["trials", f"{c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"],
+                ["trials", f"{c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed{repeats}"],
+                ["loss network" + "s" * (len(s.archs) > 1), ", ".join(s.archs)],
+                ["per-trial cost (median of complete trials)", "; ".join(
+                    f"{a}: {sec:.3g} s ({n} trials)" if sec is not None else f"{a}: no complete trial"
+                    for a, (sec, n) in costs.items())],
                 ["loss-net weights", ", ".join(s.loss_net_weights)], ["LPIPS (net/weights)", lpips],
+                ["seed noise", self.noise_line()],
                 ["random weights", "yes" if s.random_weights else "no"],
                 ["written", time.strftime("%Y-%m-%d %H:%M:%S")]]
         self.blocks.append(Table(["", "this study"], rows))
+        for arch in self_graded(s, self.lpips()):
+            self.blocks.append(Para(
+                f"Warning: the loss network {arch} is also the backbone of the LPIPS metric ({self.lpips()}). LPIPS "
+                f"then rewards a loss that matches its own features, so {arch} trials look better on lpips than an "
+                "independent judge would say; compare them on psnr_y / ssim_y or with another metrics.lpips.net."))
+
+    def noise_line(self) -> str:
+        """Seed noise per objective and the rule the 'better/worse' calls use, or why there is none."""
+        line = describe(self.s.noise)
+        if line == NO_ESTIMATE:
+            return line + ": differences between single runs are shown but not called better or worse"
+        limits = [f"{m} {threshold(n):.3g}" for m, n in self.s.noise.items() if threshold(n) is not None]
+        return (f"{line}. Two configs are called better or worse only when their means differ by more than "
+                "t x SD x sqrt(1/n_a + 1/n_b) (n runs each; t: the two-sided quantile on the SD's df), a test at "
+                f"{NOISE_ALPHA:.0%} per comparison; for two single runs that is: " + ", ".join(limits))
 
     def section_answer(self, front: list[FrozenTrial]) -> None:
         s = self.s
@@ -113,14 +145,22 @@ class _Report:
         title = "best config" if len(s.objectives) == 1 else f"Pareto front ({len(front)} trial{'s' * (len(front) != 1)})"
         self.blocks.append(Para(f"{title}, from the short trials of the search:"))
         self.blocks.append(Table(["trial", "layers and weights", *s.metrics],
-                                 [[trial_name(t), layers_label(t.user_attrs["layer_config"]),
+                                 [[trial_name(t), _config_label(t.user_attrs["layer_config"]),
                                    *_metrics_cells(s, t)] for t in front]))
+        if any(gram_on_resnet(t.user_attrs["layer_config"]) for t in front):
+            self.note(GRAM_ON_RESNET)
         diffs = [(t, d) for t in front for d in baseline_differences(s, t)]
         if diffs:
-            self.blocks.append(Para("Difference from every literature baseline in the study (trial minus baseline):"))
-            self.blocks.append(Table(["trial", "baseline", "metric", "difference", "better if", "so"],
-                                     [[trial_name(t), d["baseline"], d["metric"], _signed(d["difference"]),
-                                       d["better_if"], d["verdict"]] for t, d in diffs]))
+            self.blocks.append(Para(
+                "Difference from every literature baseline in the study (trial minus baseline; a baseline run with "
+                "several seeds counts as the mean of its runs). Called better or worse only beyond the seed noise "
+                "in the header, else within noise."))
+            self.blocks.append(Table(
+                ["trial", "baseline", "metric", "trial value", "baseline value", "difference", "better if", "so"],
+                [[trial_name(t), d["baseline"], d["metric"], _runs_cell(d["metric"], d["value"], d["value_runs"]),
+                  _runs_cell(d["metric"], d["baseline_value"], d["baseline_runs"]),
+                  format_metric(d["metric"], d["difference"], signed=True), d["better_if"], d["verdict"]]
+                 for t, d in diffs]))
         elif not s.baselines:
             self.note("no literature baseline completed in this study, so nothing to compare with")
         confirm = confirm_path(self.cfg["paths"]["studies_dir"], s.name)
@@ -139,10 +179,11 @@ class _Report:
             + (" (RANDOM WEIGHTS)" if data.get("random_weights") else "") + "; mean ± std over seeds:"))
         rows = []
         for c in sorted(data.get("configs", []), key=lambda c: c.get("long_rank") or 1e9):
-            cells = [f"{c['mean'][m]:.4g} ± {c['std'][m]:.2g}" if m in c.get("mean", {}) else "n/a" for m in objectives]
+            cells = [f"{format_metric(m, c['mean'][m])} ± {c['std'][m]:.2g}" if m in c.get("mean", {}) else "n/a"
+                     for m in objectives]
+            primary = data.get("primary", objectives[0] if objectives else "")
             rows.append([_fmt(c.get("long_rank")), c.get("label", c.get("key")), *cells,
-                         _fmt(c.get("short_run", {}).get(data.get("primary", objectives[0] if objectives else ""))),
-                         _fmt(c.get("n_seeds"))])
+                         format_metric(primary, c.get("short_run", {}).get(primary)), _fmt(c.get("n_seeds"))])
         self.blocks.append(Table(["long rank", "config", *objectives, f"short run {data.get('primary')}", "seeds"],
                                  rows))
         corr = data.get("rank_correlation") or {}
@@ -157,9 +198,10 @@ class _Report:
             self.blocks.append(Table(
                 ["winner", "baseline", "metric", "difference", "better if", f"{level:g}% interval", "p (Welch t)",
                  "verdict"],
-                [[labels.get(c["winner"], c["winner"]), c["baseline"], c["metric"], _signed(c["difference"]),
-                  c["better_if"],
-                  "n/a" if c.get("ci_low") is None else f"[{c['ci_low']:.4g}, {c['ci_high']:.4g}]",
+                [[labels.get(c["winner"], c["winner"]), c["baseline"], c["metric"],
+                  format_metric(c["metric"], c["difference"], signed=True), c["better_if"],
+                  "n/a" if c.get("ci_low") is None else
+                  f"[{format_metric(c['metric'], c['ci_low'])}, {format_metric(c['metric'], c['ci_high'])}]",
                   _fmt(c.get("p_value"), 3), c["verdict"]] for c in comps]))
 
     def section_pareto(self) -> None:
@@ -179,36 +221,21 @@ class _Report:
                                 "x marks a pruned trial at the value of the step it stopped (@step)."))
         self.figure("history.png", figures.history_figure, self.s)
 
-    def section_layers(self, effects: list[LayerEffect]) -> None:
-        metric = self.s.metrics[0]
-        self.blocks.append(Heading("Per-layer effect"))
-        self.blocks.append(Para(
-            f"For each candidate layer, the complete trials that used it vs those that did not, on the primary "
-            f"objective {metric}: difference of medians (with - without) and its seeded bootstrap 90% interval; "
-            f"an interval that excludes 0 is marked *. Top-decile weight: the median weight of the layer among the "
-            f"best 10% of trials that used it. Read from each trial's layer config, so it is right for every space. "
-            f"Largest effect first. Also in layers.csv."))
-        rows = [[e.layer + ("" if e.group == "content" else " (style)"), f"{e.n_with}/{e.n_without}",
-                 _fmt(e.median_with), _fmt(e.median_without),
-                 "n/a" if e.difference is None else _signed(e.difference) + (" *" if e.excludes_zero else ""),
-                 "n/a (< 2 trials on a side)" if e.ci_low is None else f"[{e.ci_low:+.4g}, {e.ci_high:+.4g}]",
-                 {True: "helps", False: "hurts", None: "unclear"}[e.helps],
-                 f"{e.top_uses}/{e.top_size}", _fmt(e.top_weight, 3)] for e in effects]
-        self.blocks.append(Table(["layer", "trials with/without", f"median {metric} with", "without",
-                                  f"difference ({effects[0].better_if if effects else 'lower'} better)",
-                                  "90% interval", "so", "top decile uses", "top-decile weight"], rows))
-        if len(self.s.complete) < 4:
-            self.note(f"{len(self.s.complete)} complete trial(s): the differences cannot be trusted yet")
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(LAYER_COLUMNS)
-        for e in effects:
-            writer.writerow([e.group, e.layer, e.n_with, e.n_without, e.median_with, e.median_without, e.difference,
-                             e.ci_low, e.ci_high, e.better_if, e.top_uses, e.top_size, e.top_weight])
-        (self.folder / "layers.csv").write_text(buffer.getvalue())
-        self.files.append("layers.csv")
-        if any(e.difference is not None for e in effects):
-            self.figure("layers.png", figures.layers_figure, effects, metric, self.s.random_weights)
+    def section_layers(self, table: EffectTable, step_table: EffectTable | str, networks: EffectTable | None
+                       ) -> None:
+        """Per-layer (and per-network) effects: the blocks, layers.csv, layers_at_step.csv and the chart."""
+        self.blocks += effect_blocks(self.s, table, step_table)
+        self.write("layers.csv", layers_csv(table))
+        if isinstance(step_table, EffectTable):
+            self.write("layers_at_step.csv", layers_csv(step_table, step=True))
+        if any(e.difference is not None for e in table.rows):
+            self.figure("layers.png", figures.layers_figure, table.rows, self.s.metrics[0], self.s.random_weights,
+                        len(self.s.archs) > 1)
+        self.blocks += network_blocks(self.s, networks, trial_costs(self.s))
+
+    def write(self, name: str, text: str) -> None:
+        (self.folder / name).write_text(text)
+        self.files.append(name)
 
     def section_importance(self) -> None:
         self.blocks.append(Heading("Importance"))
@@ -220,7 +247,8 @@ class _Report:
             f"Method: {IMPORTANCE_METHOD}: the share of each objective's variance over the complete trials that a "
             "random-forest fit attributes to each searched quantity alone. It runs on derived, complete parameters (use_<layer> as "
             "0/1, log10 weights with absence one decade below the smallest, log10 content/style ratio, pixel "
-            "weight, criterion), so the conditional use_* flags of the search do not drop out."))
+            "weight, criterion, and the loss network when several were searched), so the conditional use_* flags of "
+            "the search do not drop out."))
         names = list(next(iter(scores.values())))
         self.blocks.append(Table(["quantity", *scores], [[n, *(f"{scores[m].get(n, 0):.3f}" for m in scores)]
                                                           for n in names]))
@@ -235,8 +263,8 @@ class _Report:
         for rank, t in enumerate(top_trials(s, n), start=1):
             run = self.runs.runs.get(t.number)
             link: Any = Link("run", ui_url(port, self.runs.experiment_id, run_id=run)) if run else "no run"
-            rows.append([str(rank), trial_name(t), layers_label(t.user_attrs["layer_config"]), *_metrics_cells(s, t),
-                         t.state.name, link])
+            rows.append([str(rank), trial_name(t), _config_label(t.user_attrs["layer_config"]),
+                         *_metrics_cells(s, t), t.state.name, link])
         self.blocks.append(Table(["rank", "trial", "layers and weights", *s.metrics, "state", "MLflow"], rows))
         if self.runs.experiment_id is None:
             self.note("no MLflow experiment for this study, so no run links")
@@ -279,8 +307,20 @@ class _Report:
         self.blocks.append(Image("inspect.png", "inspect grid"))
         self.blocks.append(Table(
             ["layer", "feature PSNR-Y", "feature LPIPS", "style PSNR-Y", "style LPIPS"],
-            [[r["layer"], _fmt(r["feature"]["psnr_y"]), _fmt(r["feature"]["lpips"]), _fmt(r["style"]["psnr_y"]),
-              _fmt(r["style"]["lpips"])] for r in data.get("layers", [])]))
+            [[r["layer"], *(format_metric(m, r[kind][m]) for kind in ("feature", "style") for m in ("psnr_y", "lpips"))]
+             for r in data.get("layers", [])]))
+
+
+def step_share(report_cfg: Mapping[str, Any]) -> float:
+    """``report.step_share``, checked: a share of trials in (0, 1]."""
+    value = report_cfg.get("step_share", 1.0)
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        share = math.nan
+    if not 0 < share <= 1:
+        raise ConfigValueError(f"report.step_share must be a number in (0, 1], got {value!r}")
+    return share
 
 
 def write_report(summary: StudySummary, cfg: Mapping[str, Any], out_dir: Path, runs: StudyRuns) -> list[str]:
@@ -292,8 +332,8 @@ def write_report(summary: StudySummary, cfg: Mapping[str, Any], out_dir: Path, r
     report.section_answer(front)
     report.section_pareto()
     report.section_history()
-    report.section_layers(layer_effects(summary, int(report_cfg.get("bootstrap", 2000)),
-                                        int(report_cfg.get("seed", 0))))
+    report.section_layers(layer_effects(summary), step_effects(summary, step_share(report_cfg)),
+                          network_effects(summary))
     report.section_importance()
     report.section_top()
     report.section_style()
@@ -310,6 +350,7 @@ def build_report(cfg: Mapping[str, Any]) -> ReportResult:
         StudyError: no such study, or it has no complete trial (nothing is written).
     """
     started = time.perf_counter()
+    step_share(cfg.get("report") or {})  # bad input fails before anything is read or written
     studies_dir = cfg["paths"]["studies_dir"]
     study, url = load_study(cfg["study"], studies_dir)
     summary = summarize_study(study)

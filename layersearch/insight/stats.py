@@ -1,8 +1,9 @@
-"""The two statistics `layersearch confirm` reports: rank agreement and a two-sample test over seeds.
+"""The statistics the insight commands report, with their conventions fixed in one place.
 
-Both come from scipy (installed with scikit-image); this module only fixes the conventions (which
-correlation, which test, which interval, what counts as "beyond seed noise") and turns undefined results
-(too few values, no spread) into None instead of NaN, so JSON and tables stay readable.
+`layersearch confirm`: rank agreement and a two-sample test over seeds (scipy). `layersearch report`: a
+least-squares fit with HC3 heteroskedasticity-robust standard errors and t intervals for linear contrasts,
+and Holm's step-down adjustment for many tests at once. Undefined results (too few values, no spread, a
+term the data cannot separate) are None instead of NaN, so JSON and tables stay readable.
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from scipy import stats
 
-__all__ = ["Comparison", "RankCorrelation", "rank_correlation", "verdict", "welch_test"]
+__all__ = ["Comparison", "Contrast", "LinearFit", "RankCorrelation", "contrast", "holm", "ols_hc3", "rank_correlation",
+           "verdict", "welch_test"]
 
 BETTER = "better beyond seed noise"
 WORSE = "worse"
@@ -91,3 +94,98 @@ def verdict(comparison: Comparison, lower_is_better: bool, alpha: float = 0.05) 
         improved = comparison.difference < 0 if lower_is_better else comparison.difference > 0
         return BETTER if improved else WORSE
     return f"not distinguishable at {min(comparison.n_a, comparison.n_b)} seeds"
+
+
+@dataclass(frozen=True)
+class LinearFit:
+    """``y ~ X b`` by least squares. ``kept[j]`` is False for a column the data cannot separate from the
+    columns before it (collinear; its coefficient is NaN). ``cov`` is the HC3 covariance of ``coef``; rows
+    and columns are NaN where it is undefined (a coefficient that leans on a trial fitted exactly)."""
+
+    coef: np.ndarray
+    cov: np.ndarray
+    df: int
+    kept: np.ndarray
+
+
+def _independent_columns(X: np.ndarray) -> np.ndarray:
+    """Greedily keep each column that is not a linear combination of the kept ones before it."""
+    kept = np.zeros(X.shape[1], dtype=bool)
+    for j in range(X.shape[1]):
+        trial = kept.copy()
+        trial[j] = True
+        if np.linalg.matrix_rank(X[:, trial]) == trial.sum():
+            kept = trial
+    return kept
+
+
+def ols_hc3(y: np.ndarray, X: np.ndarray) -> LinearFit:
+    """Least squares with HC3 standard errors (MacKinnon & White 1985; Long & Ervin 2000).
+
+    HC3 weights each squared residual by ``1 / (1 - h_ii)^2`` (``h`` the leverage). Unlike the classical
+    ``s^2 (X'X)^-1`` it stays valid when the noise differs between configs (a deep layer's trials vary more
+    than a pixel loss's), and it is the robust variant recommended for small samples. Intervals and tests
+    use a t quantile with the residual degrees of freedom ``n - p``.
+
+    Args:
+        y: ``(n,)`` responses. X: ``(n, p)`` design, intercept included by the caller.
+    """
+    y, X = np.asarray(y, dtype=float), np.asarray(X, dtype=float)
+    n, p = X.shape
+    kept = _independent_columns(X)
+    Xk = X[:, kept]
+    coef, cov = np.full(p, np.nan), np.full((p, p), np.nan)
+    df = n - int(kept.sum())
+    if df < 1:
+        return LinearFit(coef, cov, df, kept)
+    A = np.linalg.solve(Xk.T @ Xk, Xk.T)  # (p_kept, n): coef = A y
+    b = A @ y
+    residual = y - Xk @ b
+    leverage = np.einsum("ij,ji->i", Xk, A)
+    exact = leverage > 1 - 1e-9  # fitted exactly: its residual says nothing about its noise
+    scaled = np.where(exact, 0.0, residual / np.where(exact, 1.0, 1 - leverage))
+    covk = (A * scaled**2) @ A.T
+    undefined = (np.abs(A[:, exact]) > 1e-9).any(axis=1)
+    covk[undefined, :] = np.nan
+    covk[:, undefined] = np.nan
+    coef[kept] = b
+    cov[np.ix_(kept, kept)] = covk
+    return LinearFit(coef, cov, df, kept)
+
+
+@dataclass(frozen=True)
+class Contrast:
+    """A linear combination of a fit's coefficients: estimate, two-sided t interval and p-value (None when
+    undefined: a term not estimated, or no residual spread)."""
+
+    estimate: float | None
+    low: float | None
+    high: float | None
+    p_value: float | None
+
+
+def contrast(fit: LinearFit, weights: np.ndarray, level: float = 0.90) -> Contrast:
+    """``weights @ coef`` with its ``level`` t interval (df = ``fit.df``) and two-sided p-value against 0."""
+    weights = np.asarray(weights, dtype=float)
+    used = weights != 0
+    if not fit.kept[used].all():
+        return Contrast(None, None, None, None)
+    estimate = float(weights[used] @ fit.coef[used])
+    variance = float(weights[used] @ fit.cov[np.ix_(used, used)] @ weights[used])
+    if not math.isfinite(variance) or variance <= 0:
+        return Contrast(estimate, None, None, None)
+    se = math.sqrt(variance)
+    half = float(stats.t.ppf(0.5 + level / 2, fit.df)) * se
+    p = float(2 * stats.t.sf(abs(estimate) / se, fit.df))
+    return Contrast(estimate, estimate - half, estimate + half, p)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjusted p-values (Holm 1979): reject where adjusted p < alpha and the chance of any
+    false call among the family stays <= alpha, whatever the dependence between the tests."""
+    m = len(p_values)
+    adjusted, running = [0.0] * m, 0.0
+    for rank, index in enumerate(sorted(range(m), key=lambda i: p_values[i])):
+        running = max(running, (m - rank) * p_values[index])
+        adjusted[index] = min(1.0, running)
+    return adjusted

@@ -22,7 +22,9 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .loop import Interrupted, run_worker
 from .storage import StudyError, journal_path, redact, scrub, sqlite_path, storage_url
+from .study import prepare_study, summarize
 
 __all__ = ["gpu_plan", "n_workers", "run_launched", "wants_launcher", "worker_main"]
 
@@ -71,8 +73,11 @@ def wants_launcher(cfg: Mapping[str, Any]) -> bool:
 
 def run_launched(cfg: Mapping[str, Any]):
     """Prepare the study, start its workers (local processes or a SLURM array), wait, sum up."""
-    from .study import prepare_study, summarize
+    fn = (cfg.get("trial") or {}).get("fn")
+    if callable(fn):  # layersearch.sweep(train, ...): workers import the function by its name
+        from ..trial.python import function_spec
 
+        cfg = {**cfg, "trial": {**cfg["trial"], "fn": function_spec(fn)}}
     cfg = json.loads(json.dumps(cfg))  # a private copy we may edit
     launcher = (cfg.get("launcher") or {}).get("name", "local")
     gpus = [] if launcher == "slurm" else _visible_gpus(cfg)
@@ -88,7 +93,8 @@ def run_launched(cfg: Mapping[str, Any]):
         tqdm.write(f"note: the study is the journal file {journal_path(url)}; SLURM jobs on other machines "
                    "need it on a shared file system (or use study.storage=postgresql://...)")
     cfg["study"]["storage"] = url
-    prep = prepare_study(cfg)
+    # SLURM jobs prepare their own training where the data and GPUs are; local workers are checked here first.
+    prep = prepare_study(cfg, prepare_training=launcher != "slurm")
     per_device = int(cfg["study"].get("trials_per_device") or 1)
     cfg["study"]["workers"] = cfg["study"]["trials_per_device"] = 1
     if launcher == "slurm":
@@ -165,8 +171,6 @@ def _run_local(cfg: dict, n: int, plan: list[str | None]) -> dict[int, int]:
         for t in pumps:
             t.join(timeout=5)
     if any(c == 143 for c in codes.values()) and all(c in (0, 143) for c in codes.values()):
-        from .study import Interrupted
-
         raise Interrupted("workers stopped by SIGTERM")
     return codes
 
@@ -177,10 +181,7 @@ def _slurm_job(cfg: dict) -> int:
     cfg["study"]["storage"] = os.environ.get(STORAGE_ENV, cfg["study"]["storage"])
     cfg["tracking"]["uri"] = os.environ.get(TRACKING_ENV, cfg["tracking"]["uri"])
     os.environ[CONFIG_ENV] = "slurm"
-    from .study import run_sweep
-
-    result = run_sweep(cfg)
-    return result.ran_trials
+    return run_worker(cfg).ran_trials
 
 
 def _run_slurm(cfg: dict, n: int) -> dict[int, int]:
@@ -230,12 +231,11 @@ def worker_main() -> int:
     import warnings
 
     from ..errors import LayersearchError
-    from .study import run_sweep
 
     warnings.simplefilter("ignore")  # the parent already showed the warnings of this config
     cfg = json.loads(os.environ[CONFIG_ENV])
     try:
-        run_sweep(cfg)
+        run_worker(cfg)
         return 0
     except KeyboardInterrupt as err:
         print("layersearch sweep: interrupted", file=sys.stderr)

@@ -1,34 +1,58 @@
-"""One trial of a sweep: sample a layer config, build the loss, train, report and prune, record.
+"""One trial of a sweep: sample a layer config, hand it to the training through the `Trial` handle, report
+and prune, record.
 
-Whatever the outcome (complete, pruned, failed, infeasible), the trial is told to Optuna and its MLflow run
-is closed with the state and reason.
+Whatever the kind of training (built-in, a user's function or command) and whatever its outcome
+(complete, pruned, failed, infeasible), the trial is told to Optuna and its MLflow run is closed with the
+state and reason.
 """
 
 from __future__ import annotations
 
-import gc
 import os
+import shutil
 import socket
-import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import optuna
 import torch
 from optuna.trial import TrialState
 
-from ..lossnet.loss import PerceptualLoss
-from ..outputs import RANDOM_BANNER, save_grid
-from ..trial.train import NonFiniteLossError, TrainResult, precision_used, train
-from .space import Infeasible
+from ..trial.handle import Trial
+from .algorithms import MultiObjectiveMedian
+from .outcome import run_training
+from .space import Infeasible, SearchSpace
 from .storage import HEARTBEAT_S, heartbeat_thread
-from .tracking import PRECISION_TAG, RETRY_TAG, trial_run_name
+from .tracking import PRECISION_TAG, RETRY_TAG, StudyTracker, trial_run_name
+
+__all__ = ["SweepContext", "run_trial", "trial_dir"]
 
 
-def free_memory() -> None:
-    """Give back what a failed trial held (CUDA's cache included), so the next trial can start."""
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+@dataclass
+class SweepContext:
+    """What every trial of one worker shares: the study's objectives and space, the training, the records."""
+
+    study: optuna.Study
+    space: SearchSpace
+    training: Any  # a trial.kinds.Training
+    cfg: Mapping[str, Any]
+    objectives: list[tuple[str, str]]
+    tracker: StudyTracker
+    device: torch.device
+    log: Callable[[str], None]
+    multi_pruner: MultiObjectiveMedian | None = None
+    precision: str | None = None  # bf16 | fp32 for the built-in training: recorded with each result
+    names: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.names = [m for m, _ in self.objectives]
+
+
+def trial_dir(cfg: Mapping[str, Any], study_name: str, number: int) -> Path:
+    """``<paths.studies_dir>/<study>/trials/<number>``: the trial's own folder (`Trial.dir`)."""
+    return Path(cfg["paths"]["studies_dir"]) / study_name / "trials" / str(number)
 
 
 class _Numbered:
@@ -42,24 +66,24 @@ class _Numbered:
         return getattr(self._trial, name)
 
 
-def run_trial(study, trial, space, task, cfg, objectives, tracker, multi_pruner, log) -> tuple[str, float]:
+def run_trial(trial: optuna.Trial, ctx: SweepContext) -> tuple[str, float]:
     """Run ``trial`` (already asked), tell Optuna and record it in MLflow whatever its outcome.
 
     A background thread records the trial's heartbeat every ``study.heartbeat_s`` while it runs, so a
     worker that dies is noticed within ``study.grace_s`` by any live worker (see storage.fail_dead_trials).
 
     Returns:
-        (state, seconds spent training and evaluating), the latter for the sweep's overhead figure.
+        (state, seconds spent in the training), the latter for the sweep's overhead figure.
     """
-    every = float(cfg["study"].get("heartbeat_s") or HEARTBEAT_S)
+    every = float(ctx.cfg["study"].get("heartbeat_s") or HEARTBEAT_S)
     try:
-        with heartbeat_thread(study, trial, every):
-            return _run(study, trial, space, task, cfg, objectives, tracker, multi_pruner, log)
+        with heartbeat_thread(ctx.study, trial, every):
+            return _run(trial, ctx)
     except KeyboardInterrupt:
-        # Ctrl-C or SIGTERM (see study.stop_on_signals), wherever in the trial it landed (training, MLflow
+        # Ctrl-C or SIGTERM (see loop.stop_on_signals), wherever in the trial it landed (training, MLflow
         # calls): the run was stopped, not broken. Recorded unless already told; rerunning resumes.
-        if _record_interrupt(study, trial, tracker):
-            log(f"trial {trial.number}: FAIL (interrupted)")
+        if _record_interrupt(ctx.study, trial, ctx.tracker):
+            ctx.log(f"trial {trial.number}: FAIL (interrupted)")
         raise
 
 
@@ -74,7 +98,35 @@ def _record_interrupt(study, trial, tracker) -> bool:
     return True
 
 
-def _run(study, trial, space, task, cfg, objectives, tracker, multi_pruner, log) -> tuple[str, float]:
+def _reporter(trial: optuna.Trial, ctx: SweepContext) -> Callable[[int, dict[str, float]], str | None]:
+    """Each report: to MLflow, then the primary objective to the pruner; a reason when it says stop."""
+    primary = ctx.names[0]
+    intermediate: dict[str, float] = {}
+    if ctx.multi_pruner is not None:
+        ctx.multi_pruner.refresh()
+
+    def report(step: int, metrics: dict[str, float]) -> str | None:
+        ctx.tracker.log_metrics(step, metrics)
+        if primary not in metrics:
+            return None  # a step without the objective (a training loss alone): nothing to prune on
+        value = metrics[primary]
+        if len(ctx.objectives) == 1:
+            trial.report(value, step)
+            prune = trial.should_prune()
+        else:
+            intermediate[str(step)] = value
+            trial.set_user_attr("intermediate", intermediate)
+            prune = ctx.multi_pruner is not None and ctx.multi_pruner.should_prune(step, intermediate)
+        if not prune:
+            return None
+        return f"{primary}={value:.4g} at step {step} is worse than the median" if ctx.cfg["study"]["pruner"] == "median" \
+            else f"{primary}={value:.4g} at step {step}: stopped by the {ctx.cfg['study']['pruner']} pruner"
+
+    return report
+
+
+def _run(trial: optuna.Trial, ctx: SweepContext) -> tuple[str, float]:
+    study, tracker, log = ctx.study, ctx.tracker, ctx.log
     baseline = trial.user_attrs.get("baseline")
     frozen = next(t for t in study.get_trials(deepcopy=False) if t.number == trial.number)
     retry_of = optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(frozen)
@@ -82,9 +134,8 @@ def _run(study, trial, space, task, cfg, objectives, tracker, multi_pruner, log)
         trial.set_user_attr("retry_of", retry_of)
     # Which process ran it: the worker logs and a dead worker's trial can then be matched.
     trial.set_user_attr("worker", f"{socket.gethostname()}:{os.getpid()}")
-    metric_names = [m for m, _ in objectives]
     try:
-        config = space.suggest(trial if retry_of is None else _Numbered(trial, retry_of))
+        config = ctx.space.suggest(trial if retry_of is None else _Numbered(trial, retry_of))
     except Infeasible as err:
         reason = f"infeasible: {err}"
         trial.set_user_attr("fail_reason", reason)
@@ -93,74 +144,45 @@ def _run(study, trial, space, task, cfg, objectives, tracker, multi_pruner, log)
         study.tell(trial, state=TrialState.FAIL)
         return "INFEASIBLE", 0.0
     layer_config = config.to_dict()
+    trainer = ctx.cfg["trainer"]
+    seed = int(trial.user_attrs.get("seed", trainer.get("seed", 0)))  # a baseline's repeat carries its own
     trial.set_user_attr("layer_config", layer_config)
-    # bf16 or fp32: trainer.precision=auto differs between machines, and results should say which ran.
-    tags = {PRECISION_TAG: precision_used(cfg["trainer"], task.device)}
+    trial.set_user_attr("seed", seed)
+    tags = {}
+    if ctx.precision:  # bf16 or fp32: trainer.precision=auto differs between machines; results say which ran
+        tags[PRECISION_TAG] = ctx.precision
     if baseline:
         tags["layersearch.baseline"] = baseline
     if retry_of is not None:
         tags[RETRY_TAG] = str(retry_of)
     tracker.start_trial(trial.number, trial.params, layer_config, tags=tags,
                         name=trial_run_name(trial.number, layer_config, baseline, retry_of))
-    if multi_pruner is not None:
-        multi_pruner.refresh()
-    intermediate: dict[str, float] = {}
-
-    def report(step: int, metrics: dict[str, float]) -> None:
-        tracker.log_metrics(step, metrics)
-        value = metrics[metric_names[0]]
-        if len(objectives) == 1:
-            trial.report(value, step)
-            prune = trial.should_prune()
-        else:
-            intermediate[str(step)] = value
-            trial.set_user_attr("intermediate", intermediate)
-            prune = multi_pruner is not None and multi_pruner.should_prune(step, intermediate)
-        if prune:
-            raise optuna.TrialPruned(f"{metric_names[0]}={value:.4f} at step {step} is worse than the median")
-
-    timing = TrainResult(metrics={})
+    folder = trial_dir(ctx.cfg, study.study_name, trial.number)
+    if folder.exists():
+        shutil.rmtree(folder)  # trial numbers are unique in a study: this is a deleted study's leftover
+    handle = Trial(number=trial.number, study_name=study.study_name, params=trial.params, layer_config=layer_config,
+                   steps=int(trainer["steps"]), seed=seed, device=ctx.device, dir=folder, objectives=ctx.names,
+                   reporter=_reporter(trial, ctx), loss_seed=int(ctx.cfg.get("seed") or 0),
+                   lpips=ctx.cfg["metrics"]["lpips"])
+    outcome = run_training(ctx.training, handle)
+    if folder.is_dir():
+        tracker.log_artifacts(folder)
     label = f"trial {trial.number}" + (f" ({baseline})" if baseline else "") + (
         f" (retry of {retry_of})" if retry_of is not None else "")
-    try:
-        loss_fn = PerceptualLoss(config, seed=int(cfg.get("seed", 0)))
-        model, run = train(task, loss_fn, cfg["trainer"], callback=report, result=timing)
-        values = [run.metrics[m] for m in metric_names]
-        with tempfile.TemporaryDirectory() as tmp:
-            titles, rows = task.preview(model, int(cfg["trainer"].get("preview_images", 2)))
-            caption = f"trial {trial.number}: {', '.join(f'{m}={v:.4f}' for m, v in zip(metric_names, values, strict=True))}"
-            if tracker.random_weights:
-                caption = f"{RANDOM_BANNER}\n{caption}"
-            tracker.log_artifact(save_grid(Path(tmp) / "preview.png", titles, rows, caption))
+    if outcome.state == "COMPLETE":
+        values = [outcome.values[m] for m in ctx.names]
         study.tell(trial, values)
-        tracker.end_trial("COMPLETE", dict(zip(metric_names, values, strict=True)))
-        log(f"{label}: COMPLETE " + "  ".join(f"{m}={v:.4f}" for m, v in zip(metric_names, values, strict=True)))
-        return "COMPLETE", timing.train_seconds + timing.eval_seconds
-    except optuna.TrialPruned as err:
+        tracker.end_trial("COMPLETE", outcome.values)
+        log(f"{label}: COMPLETE " + "  ".join(f"{m}={v:.4f}" for m, v in zip(ctx.names, values, strict=True)))
+    elif outcome.state == "PRUNED":
         study.tell(trial, state=TrialState.PRUNED)
-        tracker.end_trial("PRUNED", reason=str(err))
-        log(f"{label}: PRUNED ({err})")
-        return "PRUNED", timing.train_seconds + timing.eval_seconds
-    except NonFiniteLossError as err:
-        trial.set_user_attr("fail_reason", str(err))
+        tracker.end_trial("PRUNED", reason=outcome.reason)
+        log(f"{label}: PRUNED ({outcome.reason})")
+    else:
+        trial.set_user_attr("fail_reason", outcome.reason)
         study.tell(trial, state=TrialState.FAIL)
-        tracker.end_trial("FAIL", reason=str(err))
-        log(f"{label}: FAIL ({err})")
-        return "FAIL", timing.train_seconds + timing.eval_seconds
-    except torch.OutOfMemoryError as err:
-        # Out of memory is this trial's size, not a bug: record it, free the memory (below, once the
-        # traceback and the tensors its frames hold are gone), go on with the next trial.
-        reason = "out of memory: " + " ".join(str(err).split())[:300]
-    except Exception as err:
-        # Anything else is a bug: recorded, then it stops the sweep; rerunning resumes it.
-        reason = f"{type(err).__name__}: {err}"
-        trial.set_user_attr("fail_reason", reason)
-        study.tell(trial, state=TrialState.FAIL)
-        tracker.end_trial("FAIL", reason=reason)
-        raise
-    free_memory()
-    trial.set_user_attr("fail_reason", reason)
-    study.tell(trial, state=TrialState.FAIL)
-    tracker.end_trial("FAIL", reason=reason)
-    log(f"{label}: FAIL ({reason})")
-    return "FAIL", timing.train_seconds + timing.eval_seconds
+        tracker.end_trial("FAIL", reason=outcome.reason)
+        if outcome.bug is not None:
+            raise outcome.bug  # a bug in layersearch: recorded, then it stops the sweep; rerunning resumes
+        log(f"{label}: FAIL ({outcome.reason})")
+    return outcome.state, outcome.seconds

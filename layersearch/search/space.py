@@ -326,7 +326,12 @@ class SearchSpace:
         return grid
 
 
-def metric_overlap_warning(archs: Sequence[str], lpips_net: str) -> str | None:
+# The metrics computed on the LPIPS backbone's features (style_distance: Grams on its layers).
+LPIPS_METRICS = ("lpips", "content_lpips", "style_distance")
+
+
+def metric_overlap_warning(archs: Sequence[str], lpips_net: str, objectives: Sequence[str] = LPIPS_METRICS
+                           ) -> str | None:
     """One warning line when a searched loss network is also the LPIPS backbone that grades the trials.
 
     LPIPS then partly measures the loss against itself and rewards configs that match its own features.
@@ -334,9 +339,10 @@ def metric_overlap_warning(archs: Sequence[str], lpips_net: str) -> str | None:
     Args:
         archs: the loss networks searched (``SearchSpace.archs``).
         lpips_net: ``metrics.lpips.net`` (``alex``, ``vgg``, ``squeeze``).
+        objectives: the metrics the study optimises; without an LPIPS-based one there is nothing to say.
     """
     backbone = LPIPS_NETS.get(str(lpips_net))
-    if backbone not in archs:
+    if backbone not in archs or not set(objectives) & set(LPIPS_METRICS):
         return None
     others = [net for net, arch in LPIPS_NETS.items() if arch not in archs]
     instead = f"; metrics.lpips.net={others[0]} would grade independently" if others else ""

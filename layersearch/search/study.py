@@ -1,36 +1,29 @@
-"""The sweep: an Optuna study of short training runs, recorded in MLflow.
+"""The study a sweep runs: validated before anything is created, then created (or resumed) with its
+literature baselines enqueued, its trials reserved one at a time, and summed up.
 
-Our own ask/tell loop rather than Hydra's Optuna sweeper: the training run reports every evaluation to the
-trial so it can be pruned, baselines are enqueued first, and every trial (pruned and failed ones too) is
-recorded with its reason.
+Our own ask/tell loop (search/loop.py) rather than Hydra's Optuna sweeper: the training reports every
+evaluation to the trial so it can be pruned, baselines are enqueued first, and every trial (pruned and
+failed ones too) is recorded with its reason.
 """
 
 from __future__ import annotations
 
-import contextlib
-import signal
-import threading
-import time
-import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import optuna
-from hydra.utils import get_class
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from ..config import literature_loss
 from ..lossnet.loss import LossConfig
-from ..lossnet.weights import any_random, weights_label
+from ..lossnet.weights import any_random, trunk_state_dict, weights_label
 from ..outputs import RANDOM_BANNER
+from ..trial.kinds import Training, make_training
 from ..trial.metrics import METRIC_DIRECTIONS
-from ..trial.tasks import build_task
-from ..trial.train import resolve_device
-from .algorithms import MultiObjectiveMedian, make_pruner, make_sampler
+from .algorithms import make_pruner, make_sampler
 from .export import provenance_config
-from .runner import run_trial
 from .space import NotInSpace, SearchSpace, metric_overlap_warning
 from .storage import (
     GRACE_S,
@@ -45,33 +38,57 @@ from .storage import (
     storage_lock,
     storage_url,
 )
-from .tracking import StudyTracker
+from .tracking import StudyTracker, check_tracking, probe_tracking
 
-#: Consecutive infeasible trials after which the space is judged (nearly) impossible to sample.
-MAX_INFEASIBLE_IN_A_ROW = 50
-#: Consecutive failed trainings (non-finite loss) after which the sweep stops instead of looping.
-MAX_FAILED_IN_A_ROW = 5
+__all__ = ["Prepared", "SweepResult", "enqueue_baselines", "prepare_study", "reserve_trial", "resolve_objectives",
+           "summarize"]
 
-
-def task_metrics(task_cfg: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(all metrics the task reports, its default objectives), read from the class without building it."""
-    cls = get_class(str(task_cfg["_target_"]))
-    return tuple(cls.metrics or cls.objectives), tuple(cls.objectives)
+DIRECTIONS = ("minimize", "maximize")
 
 
-def resolve_objectives(study_cfg: Mapping[str, Any], task_cfg: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """``[(metric, direction)]`` from ``study.objectives`` (or the task's defaults), validated."""
-    available, default = task_metrics(task_cfg)
-    names = study_cfg.get("objectives") or list(default)
-    if isinstance(names, str):
-        names = [names]
-    unknown = [n for n in names if n not in available]
-    if unknown:
-        raise StudyError(
-            f"unknown objective metric {', '.join(map(repr, unknown))} for this task; choose from {', '.join(available)}"
-        )
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
+
+
+def resolve_objectives(study_cfg: Mapping[str, Any], training: Training) -> list[tuple[str, str]]:
+    """``[(metric, direction)]`` from ``study.objectives`` and ``study.directions``, validated.
+
+    The built-in training defaults to its task's objectives and reports only the task's metrics; a user's
+    training (``trial=python|command``) names its own. Known metric names keep their directions; any other
+    name needs ``study.directions``.
+    """
+    names, directions = _as_list(study_cfg.get("objectives")), _as_list(study_cfg.get("directions"))
+    if training.kind == "builtin":
+        available = training.metrics
+        names = names or list(training.default_objectives)
+        unknown = [n for n in names if n not in available]
+        if unknown:
+            raise StudyError(f"unknown objective metric {', '.join(map(repr, unknown))} for this task; choose from "
+                             f"{', '.join(available)}")
+    elif not names:
+        raise StudyError(f"trial={training.kind} needs study.objectives: the metric names your training returns, "
+                         "e.g. study.objectives=[lpips,psnr_y] (add study.directions for names layersearch does not know)")
     if len(set(names)) != len(names):
         raise StudyError(f"study.objectives lists a metric twice: {names}")
+    if directions:
+        if len(directions) != len(names):
+            raise StudyError(f"study.directions has {len(directions)} entries for {len(names)} objectives {names}")
+        bad = [d for d in directions if d not in DIRECTIONS]
+        if bad:
+            raise StudyError(f"study.directions: {bad[0]!r} is not minimize or maximize")
+        clash = [(n, d) for n, d in zip(names, directions, strict=True) if METRIC_DIRECTIONS.get(n, d) != d]
+        if clash:
+            name, direction = clash[0]
+            raise StudyError(f"study.directions: {name} is always {METRIC_DIRECTIONS[name]}d, not {direction}d; "
+                             "name your own metric differently")
+        return list(zip(names, directions, strict=True))
+    unknown = [n for n in names if n not in METRIC_DIRECTIONS]
+    if unknown:
+        raise StudyError(f"objective {unknown[0]!r} is not a metric layersearch knows ({', '.join(METRIC_DIRECTIONS)}): "
+                         f"say whether to minimize or maximize each objective, e.g. study.directions="
+                         f"[{','.join('maximize' if n in unknown else METRIC_DIRECTIONS[n] for n in names)}]")
     return [(n, METRIC_DIRECTIONS[n]) for n in names]
 
 
@@ -89,7 +106,7 @@ class SweepResult:
     experiment_id: str | None = None
 
 
-def _counts(study: optuna.Study) -> dict[str, int]:
+def counts(study: optuna.Study) -> dict[str, int]:
     states = [t.state for t in study.get_trials(deepcopy=False)]
     return {
         "complete": states.count(TrialState.COMPLETE),
@@ -98,7 +115,7 @@ def _counts(study: optuna.Study) -> dict[str, int]:
     }
 
 
-def _best_rows(study: optuna.Study, objectives: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
+def best_rows(study: optuna.Study, objectives: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
     """Best trial (single objective) or the Pareto front, as printable rows, baselines named."""
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
@@ -133,29 +150,6 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace, log) -> list[str]
     return queued
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGTERM (what SLURM sends before preempting a job): handled like Ctrl-C, exit status 143."""
-
-    exit_code = 143
-
-
-@contextlib.contextmanager
-def stop_on_signals() -> Iterator[None]:
-    """Turn SIGTERM into `Interrupted` for the block, so the running trial is recorded as interrupted."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum, frame):
-        raise Interrupted(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 @dataclass
 class Prepared:
     """A study ready for trials: created, checked, baselines enqueued, its MLflow experiment open."""
@@ -167,20 +161,35 @@ class Prepared:
     random_weights: bool
     n_trials: int
     grace_s: float
+    training: Training
     tracker: StudyTracker | None = None
 
 
-def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True) -> Prepared:
-    """Validate the config, create or load the study, enqueue baselines; all before any trial runs.
+@dataclass
+class _Plan:
+    """Everything a sweep needs, validated, before anything exists: nothing here has a side effect."""
 
-    Everything that two processes starting together could race on (Optuna's schema, the study, the
-    baselines) happens under `storage_lock`, so N sweeps started at the same moment share one study.
-    """
+    name: str
+    objectives: list[tuple[str, str]]
+    space: SearchSpace
+    n_trials: int
+    heartbeat_s: float
+    grace_s: float
+    sampler: Any
+    pruner: Any
+    url: str
+    random_weights: bool
+    training: Training
+
+
+def _plan(cfg: Mapping[str, Any], log) -> _Plan:
     study_cfg, trainer = cfg["study"], cfg["trainer"]
     name = check_study_name(study_cfg.get("name"))
-    objectives = resolve_objectives(study_cfg, cfg["task"])
+    training = make_training(cfg, log)
+    training.check()
+    objectives = resolve_objectives(study_cfg, training)
     space = SearchSpace.from_config(cfg["search_space"], weights=str(cfg["loss_net"]["weights"]))
-    if overlap := metric_overlap_warning(space.archs, cfg["metrics"]["lpips"]["net"]):
+    if overlap := metric_overlap_warning(space.archs, cfg["metrics"]["lpips"]["net"], [m for m, _ in objectives]):
         log(overlap)
     n_trials, n_startup = int(study_cfg["n_trials"]), int(study_cfg.get("n_startup_trials", 4))
     n_warmup = int(study_cfg.get("n_warmup_steps", 0))
@@ -197,50 +206,91 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True) 
     if sqlite_path(url) is None and database_url(url) == database_url(str(cfg["tracking"]["uri"])):
         raise StudyError("study.storage and tracking.uri are the same database; Optuna and MLflow both keep an "
                          "alembic_version table there: use separate databases (e.g. .../optuna and .../mlflow)")
-    storage = open_storage(url, heartbeat_s=heartbeat_s, grace_s=grace_s)
+    check_tracking(str(cfg["tracking"]["uri"]), cfg["tracking"].get("artifacts"))
     random_weights = any_random(space.weights, cfg["metrics"]["lpips"]["weights"])
+    return _Plan(name, objectives, space, n_trials, heartbeat_s, grace_s, sampler, pruner, url, random_weights, training)
+
+
+def _lpips_label(cfg: Mapping[str, Any]) -> str:
+    lpips = cfg["metrics"]["lpips"]
+    return f"{lpips.get('net', 'alex')}/{weights_label(lpips.get('weights', 'imagenet'))}"
+
+
+def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, prepare_training: bool = True
+                  ) -> Prepared:
+    """Validate the config, create or load the study, enqueue baselines; all before any trial runs.
+
+    The order is what makes a refused start leave nothing behind: every key is checked, the stores are
+    opened (Optuna's) or probed (MLflow's), the training is prepared (its function imported, its command
+    found, or the built-in task built with its weights), and only then are the MLflow experiment and the
+    study created and the baselines enqueued. Everything that two
+    processes starting together could race on (Optuna's schema, the study, the baselines) happens under
+    `storage_lock`, so N sweeps started at the same moment share one study.
+
+    Args:
+        prepare_training: False in a launcher that only starts workers (they prepare their own).
+    """
+    plan = _plan(cfg, log)
+    storage = open_storage(plan.url, heartbeat_s=plan.heartbeat_s, grace_s=plan.grace_s)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own console view says what happens
-    with storage_lock(url):
-        study = optuna.create_study(
-            study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-            directions=[d for _, d in objectives], load_if_exists=True,
+    if plan.name in optuna.study.get_all_study_names(storage):
+        _check_same_study(optuna.load_study(study_name=plan.name, storage=storage), plan.objectives, cfg,
+                          plan.training)
+    if tracker:
+        probe_tracking(str(cfg["tracking"]["uri"]))
+    if prepare_training:
+        plan.training.prepare()
+        for arch in plan.space.archs:  # the loss network's weights: offline ImageNet fails here, not in trial 0
+            trunk_state_dict(arch, plan.space.weights)
+    study_tracker = None
+    if tracker:
+        study_tracker = StudyTracker(
+            str(cfg["tracking"]["uri"]), plan.name, redact(plan.url), artifacts=cfg["tracking"].get("artifacts"),
+            tags={"layersearch.task": _task_label(cfg, plan.training),
+                  "layersearch.random_weights": str(plan.random_weights).lower(),
+                  "layersearch.search_space": str(cfg["search_space"].get("name", "")),
+                  "layersearch.loss_net_weights": plan.space.weights,
+                  "layersearch.lpips": _lpips_label(cfg)},
         )
-        _check_same_study(study, objectives, cfg)
-        if random_weights and not study.user_attrs.get("random_weights"):
+    with storage_lock(plan.url):
+        study = optuna.create_study(
+            study_name=plan.name, storage=storage, sampler=plan.sampler, pruner=plan.pruner,
+            directions=[d for _, d in plan.objectives], load_if_exists=True,
+        )
+        _check_same_study(study, plan.objectives, cfg, plan.training)
+        if plan.random_weights and not study.user_attrs.get("random_weights"):
             study.set_user_attr("random_weights", True)
         new = not study.get_trials(deepcopy=False)
-        queued = enqueue_baselines(study, space, log) if new else []
-    log(f"study {name} in {redact(url)}: {len(study.get_trials(deepcopy=False))} trials so far, objectives "
-        + ", ".join(f"{m} ({d})" for m, d in objectives))
+        queued = enqueue_baselines(study, plan.space, log) if new else []
+    log(f"study {plan.name} in {redact(plan.url)}: {len(study.get_trials(deepcopy=False))} trials so far, objectives "
+        + ", ".join(f"{m} ({d})" for m, d in plan.objectives))
     if queued:
         log(f"enqueued literature baselines first: {', '.join(queued)}")
-    if random_weights:
+    if plan.random_weights:
         log(RANDOM_BANNER)
-    prepared = Prepared(study, url, objectives, space, random_weights, n_trials, grace_s)
-    if tracker:
-        prepared.tracker = StudyTracker(
-            str(cfg["tracking"]["uri"]), name, redact(url), artifacts=cfg["tracking"].get("artifacts"),
-            tags={"layersearch.task": _task_label(cfg["task"]),
-                  "layersearch.random_weights": str(random_weights).lower(),
-                  "layersearch.search_space": str(cfg["search_space"].get("name", "")),
-                  "layersearch.loss_net_weights": space.weights,
-                  "layersearch.lpips": f"{cfg['metrics']['lpips'].get('net', 'alex')}/"
-                                       f"{weights_label(cfg['metrics']['lpips'].get('weights', 'imagenet'))}"},
-        )
-        _fail_dead(prepared, log)
-        fixed = prepared.tracker.backfill(study.get_trials(deepcopy=False), [m for m, _ in objectives])
+    prepared = Prepared(study, plan.url, plan.objectives, plan.space, plan.random_weights, plan.n_trials,
+                        plan.grace_s, plan.training, study_tracker)
+    if study_tracker is not None:
+        fail_dead(prepared, log)
+        fixed = study_tracker.backfill(study.get_trials(deepcopy=False), [m for m, _ in plan.objectives])
         if fixed:
             log(f"MLflow: recorded {fixed} trial runs that were missing or left running (from Optuna)")
     return prepared
 
 
-def _task_label(task_cfg: Mapping[str, Any]) -> str:
-    """The task's name as its instance reports it (``sr_x4``), without building it (no data loading)."""
-    name = str(get_class(str(task_cfg["_target_"])).name)
+def _task_label(cfg: Mapping[str, Any], training: Training) -> str:
+    """``sr_x4`` or ``style`` for the built-in training (read from the class, no data loading), else the kind."""
+    if training.kind != "builtin":
+        return f"{training.kind}:{training.label}"
+    from ..trial.tasks import task_class
+
+    task_cfg = cfg["task"]
+    name = str(task_class(task_cfg).name)
     return f"sr_x{task_cfg['scale']}" if name.startswith("sr_x") and "scale" in task_cfg else name
 
 
-def _fail_dead(prepared: Prepared, log) -> None:
+def fail_dead(prepared: Prepared, log) -> None:
+    """Fail (and retry once) the running trials of workers whose heartbeat stopped."""
     for dead in fail_dead_trials(prepared.study, prepared.url, prepared.grace_s):
         reason = dead.user_attrs.get("fail_reason", "worker died")
         log(f"trial {dead.number}: FAIL ({reason}); retried once with the same parameters")
@@ -264,99 +314,16 @@ def reserve_trial(study: optuna.Study, url: str, n_trials: int) -> tuple[optuna.
         return study.ask(), done
 
 
-def run_sweep(cfg: Mapping[str, Any]) -> SweepResult:
-    """Run (or resume) the study ``cfg['study']['name']`` until it has ``n_trials`` complete+pruned trials.
-
-    With ``study.workers > 1`` (or ``study.trials_per_device``, or ``launcher=slurm``) this process
-    prepares the study and starts the workers instead (see `launch`); each worker runs this loop.
-    """
-    from . import launch  # the worker launcher imports this module
-
-    if launch.wants_launcher(cfg):
-        return launch.run_launched(cfg)
-    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-    log = tqdm.write
-    with stop_on_signals():
-        prep = prepare_study(cfg, log)
-        return _loop(cfg, prep, log)
-
-
 def summarize(prep: Prepared) -> SweepResult:
     """The study's counts and best rows as they stand (after the workers), summary run refreshed."""
     study, objectives = prep.study, prep.objectives
-    result = SweepResult(study.study_name, redact(prep.url), _counts(study), _best_rows(study, objectives),
+    result = SweepResult(study.study_name, redact(prep.url), counts(study), best_rows(study, objectives),
                          objectives, prep.random_weights)
     result.experiment_id = prep.tracker.experiment_id if prep.tracker else None
     if prep.tracker is not None:
         prep.tracker.backfill(study.get_trials(deepcopy=False), [m for m, _ in objectives])
         if result.best_rows:
-            _log_summary(study, objectives, prep.tracker, prep.url, prep.random_weights)
-    return result
-
-
-def _loop(cfg: Mapping[str, Any], prep: Prepared, log) -> SweepResult:
-    study, url, objectives, n_trials, tracker = prep.study, prep.url, prep.objectives, prep.n_trials, prep.tracker
-    name = study.study_name
-    counts = _counts(study)
-    done = counts["complete"] + counts["pruned"]
-    result = SweepResult(name, redact(url), counts, {}, objectives, prep.random_weights)
-    result.experiment_id = tracker.experiment_id
-    if done >= n_trials:
-        log(f"study {name} already has {done} complete or pruned trials (study.n_trials={n_trials}); nothing to run")
-        result.best_rows = _best_rows(study, objectives)
-        return result
-
-    started = time.perf_counter()
-    device = resolve_device(cfg["trainer"]["device"])
-    task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], device)
-    multi_pruner = None
-    if len(objectives) > 1 and cfg["study"]["pruner"] == "median":
-        multi_pruner = MultiObjectiveMedian(study, objectives[0][0], objectives[0][1],
-                                            int(cfg["study"].get("n_startup_trials", 4)),
-                                            int(cfg["study"].get("n_warmup_steps", 0)))
-    timeout = cfg["study"].get("timeout")
-    poll_s = min(5.0, float(cfg["study"].get("heartbeat_s") or HEARTBEAT_S))
-    bar = tqdm(total=n_trials, initial=done, desc=f"sweep {name}", unit="trial", position=0)
-    infeasible_in_a_row = failed_in_a_row = 0
-    try:
-        while True:
-            if timeout and time.perf_counter() - started > float(timeout):
-                log(f"study.timeout={timeout}s reached; stopping (resume by running the same command again)")
-                break
-            _fail_dead(prep, log)
-            trial, done = reserve_trial(study, url, n_trials)
-            bar.update(done - bar.n)
-            if trial is None:
-                if done >= n_trials:
-                    break
-                time.sleep(poll_s)  # the last trials run in other workers; one may die and need a retry
-                continue
-            state, seconds = run_trial(study, trial, prep.space, task, cfg, objectives, tracker, multi_pruner, log)
-            result.seconds_in_training += seconds
-            result.ran_trials += 1
-            if state == "INFEASIBLE":
-                infeasible_in_a_row += 1
-                if infeasible_in_a_row >= MAX_INFEASIBLE_IN_A_ROW:
-                    raise StudyError(f"{infeasible_in_a_row} sampled configs in a row had nothing to optimise "
-                                     "(no layer and no pixel term); raise min_layers or fix pixel_weight")
-                continue
-            infeasible_in_a_row = 0
-            # Failed trials do not count towards n_trials, so a sweep whose every trial fails must stop.
-            failed_in_a_row = failed_in_a_row + 1 if state == "FAIL" else 0
-            if failed_in_a_row >= MAX_FAILED_IN_A_ROW:
-                raise StudyError(f"{failed_in_a_row} trials failed in a row (last: {last_fail_reason(study)}); "
-                                 "fix the cause (e.g. trainer.lr) and run the same command again to resume")
-            counts = _counts(study)
-            bar.update(counts["complete"] + counts["pruned"] - bar.n)
-            best = _best_summary(study, objectives)
-            bar.set_postfix_str(f"done {counts['complete']} pruned {counts['pruned']} failed {counts['failed']} | {best}")
-    finally:
-        bar.close()
-        result.seconds_total = time.perf_counter() - started
-        result.counts = _counts(study)
-        result.best_rows = _best_rows(study, objectives)
-        if result.best_rows:
-            _log_summary(study, objectives, tracker, url, prep.random_weights)
+            log_summary(study, objectives, prep.tracker, prep.url, prep.random_weights)
     return result
 
 
@@ -365,8 +332,9 @@ def last_fail_reason(study: optuna.Study) -> str:
     return failed[-1].user_attrs.get("fail_reason", "unknown") if failed else "unknown"
 
 
-def _check_same_study(study: optuna.Study, objectives, cfg) -> None:
-    """A resumed study must keep its objectives and search space, or its trials mean different things."""
+def _check_same_study(study: optuna.Study, objectives, cfg, training: Training) -> None:
+    """A resumed study must keep its objectives, search space and kind of training, or its trials mean
+    different things; a new one records them (confirm, report and export read them back)."""
     attrs = study.user_attrs
     names = [m for m, _ in objectives]
     space_name = str(cfg["search_space"].get("name", ""))
@@ -377,10 +345,16 @@ def _check_same_study(study: optuna.Study, objectives, cfg) -> None:
         if attrs.get("search_space") != space_name:
             raise StudyError(f"study {study.study_name} was run with search_space={attrs.get('search_space')}, "
                              f"not {space_name}; use another study.name")
+        if attrs.get("trial_kind", "builtin") != training.kind:
+            raise StudyError(f"study {study.study_name} was run with trial={attrs.get('trial_kind', 'builtin')}, "
+                             f"not trial={training.kind}; use another study.name")
         return
     study.set_user_attr("objectives", names)
     study.set_user_attr("search_space", space_name)
-    study.set_user_attr("task", str(cfg["task"]["_target_"]))
+    study.set_user_attr("task", str(cfg["task"]["_target_"]) if training.kind == "builtin" else training.kind)
+    study.set_user_attr("trial_kind", training.kind)
+    study.set_user_attr("trial", training.label)
+    study.set_user_attr("lpips", _lpips_label(cfg))
     study.set_user_attr("search_space_config", to_plain(cfg["search_space"]))
 
 
@@ -392,7 +366,7 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def _best_summary(study: optuna.Study, objectives) -> str:
+def best_summary(study: optuna.Study, objectives) -> str:
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         return "no complete trial yet"
@@ -402,7 +376,7 @@ def _best_summary(study: optuna.Study, objectives) -> str:
     return f"best {metric} {best.values[0]:.4f} (#{best.number})"
 
 
-def _log_summary(study, objectives, tracker, url, random_weights) -> None:
+def log_summary(study, objectives, tracker, url, random_weights) -> None:
     names = [m for m, _ in objectives]
     best = study.best_trials if len(objectives) > 1 else [study.best_trial]
     configs = [provenance_config(study, t, names, url) for t in best]

@@ -30,6 +30,8 @@ __all__ = [
     "StudyTracker",
     "TrackingError",
     "artifact_location_for",
+    "check_tracking",
+    "probe_tracking",
     "trial_run_name",
     "find_experiment",
     "run_ui",
@@ -99,6 +101,13 @@ def is_database_uri(uri: str) -> bool:
     return re.match(r"^(sqlite|postgres|postgresql|mysql|mssql)(\+\w+)?://", str(uri)) is not None
 
 
+def check_tracking(uri: str, artifacts: str | None) -> None:
+    """Refuse tracking settings that cannot work, before anything is created (TrackingError, one line)."""
+    if is_database_uri(uri) and sqlite_path(uri) is None and not artifacts:
+        raise TrackingError(f"tracking.uri {redact(uri)} is a database: set tracking.artifacts to a folder "
+                            "every worker and the dashboard can read (or an artifact URI such as s3://...)")
+
+
 def trial_run_name(number: int, layer_config: dict | None, baseline: str | None = None,
                    retry_of: int | None = None) -> str:
     """``#12 relu2_2+relu4_3`` (``style:`` marks Gram layers), ``#0 johnson_sr`` for a baseline.
@@ -148,6 +157,29 @@ def _probe_server(uri: str, timeout: float = 10) -> None:
     except (OSError, ValueError) as err:
         reason = getattr(err, "reason", err)
         raise TrackingError(f"cannot reach tracking server {redact(uri)}: {reason}") from None
+
+
+def probe_tracking(uri: str) -> None:
+    """Check that the tracking store answers, creating no experiment (a TrackingError in one line if not).
+
+    A sweep calls it before building its task and creating anything, so that an unreachable store refuses
+    the start with nothing left behind.
+    """
+    def probe() -> None:
+        if re.match(r"^https?://", uri):
+            _probe_server(uri)
+        elif is_database_uri(uri) and sqlite_path(uri) is None:
+            # A plain connection: MLflow's own client would retry a refused one for minutes.
+            import sqlalchemy
+
+            engine = sqlalchemy.create_engine(database_url(uri))
+            try:
+                with engine.connect():
+                    pass
+            finally:
+                engine.dispose()
+
+    within(STORAGE_TIMEOUT_S, probe, "tracking store", uri, TrackingError)
 
 
 def _now_ms() -> int:
@@ -200,9 +232,7 @@ class StudyTracker:
         # Copied onto each run so a random-weights run is labelled even when seen outside its experiment.
         self.run_tags = {str(k): str(v) for k, v in (tags or {}).items()}
         self.run_tags[STORAGE_TAG] = redact(storage_url)
-        if is_database_uri(uri) and sqlite_path(uri) is None and not artifacts:
-            raise TrackingError(f"tracking.uri {redact(uri)} is a database: set tracking.artifacts to a folder "
-                                "every worker and the dashboard can read (or an artifact URI such as s3://...)")
+        check_tracking(uri, artifacts)
         self.artifact_location = artifact_location_for(uri, study_name, artifacts)
         self.client, self.experiment_id = within(
             STORAGE_TIMEOUT_S, self._connect, "tracking store", uri, TrackingError
@@ -310,6 +340,11 @@ class StudyTracker:
     def log_artifact(self, path: str | os.PathLike, artifact_path: str | None = None) -> None:
         """Attach a file (e.g. `preview.png`) to the current trial run."""
         self.client.log_artifact(self._current(), str(path), artifact_path)
+
+    @_tolerant
+    def log_artifacts(self, folder: str | os.PathLike, artifact_path: str | None = None) -> None:
+        """Attach every file of ``folder`` (a trial's folder: preview, logs, traceback) to the current run."""
+        self.client.log_artifacts(self._current(), str(folder), artifact_path)
 
     @_tolerant
     def end_trial(

@@ -24,6 +24,40 @@ def _by_stem(images: list[tuple[str, torch.Tensor]], folder: str) -> dict[str, t
     return by_stem
 
 
+_METRICS: dict[tuple[str, str], LPIPSMetric] = {}
+
+
+def lpips_metric(net: str = "alex", weights: str = "imagenet") -> LPIPSMetric:
+    """One LPIPS metric per (net, weights) per process: its backbone is read once, not per trial."""
+    key = (str(net), str(weights))
+    if key not in _METRICS:
+        _METRICS[key] = LPIPSMetric(net=key[0], weights=key[1])
+    return _METRICS[key]
+
+
+def score_pair(metric: LPIPSMetric, pred: torch.Tensor, target: torch.Tensor, scale: int) -> dict[str, float]:
+    """``lpips``, ``psnr_y``, ``ssim_y`` of one ``1 x 3 x H x W`` prediction against its target (on the CPU)."""
+    if pred.shape != target.shape:
+        raise DataError(f"prediction is {pred.shape[-1]}x{pred.shape[-2]}, target is "
+                        f"{target.shape[-1]}x{target.shape[-2]}; sizes must match")
+    pred, target = pred.detach().float().cpu().clamp(0, 1), target.detach().float().cpu()
+    return {
+        "lpips": float(metric(pred, target)[0]),
+        "psnr_y": float(psnr_y(pred, target, scale)[0]),
+        "ssim_y": float(ssim_y(pred, target, scale)[0]),
+    }
+
+
+def mean_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], scale: int, lpips_net: str = "alex",
+                lpips_weights: str = "imagenet") -> dict[str, float]:
+    """The mean of `score_pair` over ``(prediction, target)`` pairs: what `Trial.score` returns."""
+    if not pairs:
+        raise DataError("nothing to score: no (output, target) pairs")
+    metric = lpips_metric(lpips_net, lpips_weights)
+    rows = [score_pair(metric, pred, target, scale) for pred, target in pairs]
+    return {k: sum(row[k] for row in rows) / len(rows) for k in ("lpips", "psnr_y", "ssim_y")}
+
+
 def score_folders(pred_dir: str, target_dir: str, scale: int, lpips_net: str = "alex",
                   lpips_weights: str = "imagenet", *, out: str | Path) -> dict[str, Any]:
     """Score predictions against targets matched by relative file name; write per-image and mean values.
@@ -40,21 +74,14 @@ def score_folders(pred_dir: str, target_dir: str, scale: int, lpips_net: str = "
     common = sorted(set(preds) & set(targets))
     if not common:
         raise DataError(f"no file names in {pred_dir} match those in {target_dir} (matched without extension)")
-    metric = LPIPSMetric(net=lpips_net, weights=lpips_weights)
+    metric = lpips_metric(lpips_net, lpips_weights)
     per_image: dict[str, dict[str, float]] = {}
     for key in common:
         (name, pred), (_, target) = preds[key], targets[key]
-        if pred.shape != target.shape:
-            raise DataError(
-                f"{name}: prediction is {pred.shape[2]}x{pred.shape[1]}, target is "
-                f"{target.shape[2]}x{target.shape[1]}; sizes must match"
-            )
-        p, t = pred[None], target[None]
-        per_image[name] = {
-            "lpips": float(metric(p, t)[0]),
-            "psnr_y": float(psnr_y(p, t, scale)[0]),
-            "ssim_y": float(ssim_y(p, t, scale)[0]),
-        }
+        try:
+            per_image[name] = score_pair(metric, pred[None], target[None], scale)
+        except DataError as err:
+            raise DataError(f"{name}: {err}") from None
     mean = {k: sum(v[k] for v in per_image.values()) / len(per_image) for k in ("lpips", "psnr_y", "ssim_y")}
     unmatched = sorted(set(preds) ^ set(targets))
     result = {

@@ -30,6 +30,15 @@ from .data import (
 from .metrics import LPIPSMetric, psnr_y, ssim_y, style_distance
 
 
+def target_class(cfg: Mapping[str, Any]) -> type:
+    """The class named by ``cfg['_target_']``, or a one-line ConfigValueError."""
+    target = cfg.get("_target_")
+    try:
+        return get_class(str(target))
+    except Exception:
+        raise ConfigValueError(f"cannot import _target_ {target!r}: is the module on PYTHONPATH?") from None
+
+
 def construct(cfg: Mapping[str, Any], **extra: Any) -> Any:
     """Call the class named by ``cfg['_target_']`` with the other keys and ``extra``.
 
@@ -38,10 +47,7 @@ def construct(cfg: Mapping[str, Any], **extra: Any) -> Any:
     """
     params = {k: v for k, v in dict(cfg).items() if k != "_target_"}
     target = cfg.get("_target_")
-    try:
-        cls = get_class(str(target))
-    except Exception:
-        raise ConfigValueError(f"cannot import _target_ {target!r}: is the module on PYTHONPATH?") from None
+    cls = target_class(cfg)
     try:
         return cls(**params, **extra)
     except TypeError as err:
@@ -249,6 +255,14 @@ class StyleTransfer(Task):
                 if len(rows) < n:
                     rows.append([content[i], out[i], self.style_image])
         return ["content", "output", "style"], [[img.cpu() for img in row] for row in rows]
+
+
+def task_class(task_cfg: Mapping[str, Any]) -> type[Task]:
+    """The Task subclass named by ``task_cfg['_target_']``, without building it (no data loading)."""
+    cls = target_class(task_cfg)
+    if not (isinstance(cls, type) and issubclass(cls, Task)):
+        raise ConfigValueError(f"task._target_ {task_cfg.get('_target_')!r} is not a layersearch Task subclass")
+    return cls
 
 
 def build_task(task_cfg: Mapping[str, Any], data: Mapping, model: Mapping, metrics: Mapping, device) -> Task:

@@ -17,7 +17,8 @@ from helpers import one_error_line, smoke
 from PIL import Image
 
 from layersearch.cli import main
-from layersearch.insight.analysis import importances, layer_effects, summarize_study
+from layersearch.insight.analysis import importances, summarize_study
+from layersearch.insight.effects import layer_effects
 from layersearch.insight.report import build_report
 from layersearch.search.tracking import StudyTracker
 
@@ -74,35 +75,40 @@ def test_report_has_every_section_in_order(tmp_path, capsys):
     assert positions == sorted(positions)
     assert md.startswith("**RANDOM WEIGHTS")
     assert "12 complete, 2 pruned, 1 failed" in md
+    assert "### At step 1, 14 trials (complete and pruned)" in md  # two objectives: the `intermediate` attr
     assert "johnson_sr" in md and "pixel" in md  # differences from the baselines
     assert "unconfirmed" in md and "layersearch confirm study.name=s" in md
     images = check_html(folder)
     assert set(images) >= {"pareto.png", "history.png", "layers.png", "importance.png"}
-    header = (folder / "layers.csv").read_text().splitlines()[0]
-    assert header.startswith("group,layer,n_with,n_without,median_with,median_without,difference,ci90_low,ci90_high")
+    header = (folder / "layers.csv").read_text().splitlines()[0].split(",")
+    assert header[:13] == ["group", "layer", "n_with", "n_without", "median_with", "median_without", "difference",
+                           "ci90_low", "ci90_high", "better_if", "top_decile_uses", "top_decile_size",
+                           "top_decile_median_weight"]
+    assert {"verdict", "arch"} <= set(header)
     assert not [p for p in folder.parent.iterdir() if p.name.startswith(".")], "staging folders left behind"
 
 
-def test_known_answer_layer_ranks_first_with_an_interval_excluding_zero():
+def test_known_answer_layer_ranks_first_and_is_called_helpful():
     """relu3_3's presence lowers lpips by 0.05; noise 0.01 elsewhere; every other layer is irrelevant."""
     study = fake_study(None, "known", 40, metrics=("lpips",), effect_layer="relu3_3", effect=-0.05, seed=3)
     summary = summarize_study(study)
-    effects = layer_effects(summary, seed=0)
-    first = effects[0]
-    assert first.layer == "relu3_3"
-    assert first.ci_high < 0 and first.excludes_zero and first.helps
-    assert abs(first.difference + 0.05) < 0.02
-    assert layer_effects(summary, seed=0) == effects  # seeded: the same study gives the same report
+    table = layer_effects(summary)
+    first = table.rows[0]
+    assert first.layer == "relu3_3" and first.arch == "vgg16"
+    assert first.ci_low < -0.05 < first.ci_high < 0  # the interval holds the truth and excludes 0
+    assert first.verdict == "helps" and first.p_adjusted < 0.10
+    assert abs(first.difference + 0.05) < 0.01
+    assert layer_effects(summary).rows == table.rows  # the same study gives the same report
     scores = importances(summary)
     assert next(iter(scores["lpips"])) == "use_relu3_3", scores
-    others = [e for e in effects[1:] if e.excludes_zero]
-    assert len(others) <= 1  # at most one false alarm at 90% among four irrelevant layers
+    assert [r.verdict for r in table.rows[1:]] == ["unclear"] * 4  # the irrelevant layers are not called
 
 
-def test_no_effect_gives_no_confident_layer():
+def test_no_effect_gives_no_verdict():
     study = fake_study(None, "null", 40, metrics=("lpips",), effect=0.0, seed=1)
-    effects = layer_effects(summarize_study(study), seed=0)
-    assert sum(e.excludes_zero for e in effects) <= 1
+    table = layer_effects(summarize_study(study))
+    assert {r.verdict for r in table.rows} == {"unclear"}
+    assert table.tested == 5 and all(r.ci_low is not None for r in table.rows)
 
 
 @pytest.mark.parametrize("n, metrics", [(1, ("lpips", "psnr_y")), (3, ("lpips",)), (1, ("lpips",))])
@@ -185,7 +191,7 @@ def test_confirm_results_replace_the_unconfirmed_note(tmp_path):
     path.write_text(json.dumps(confirm))
     md = (build_report(cfg).out_dir / "report.md").read_text()
     assert "unconfirmed" not in md
-    assert "0.21 ± 0.004" in md and "better beyond seed noise" in md and "Spearman 1" in md
+    assert "0.2100 ± 0.004" in md and "26.10 ± 0.1" in md and "better beyond seed noise" in md and "Spearman 1" in md
     # The comparison's interval is confirm's (1 - alpha, 95% by default), and configs appear by label.
     assert "95% interval" in md and "Winner at the longer budget: #5 relu2_2." in md
     assert "| #5 relu2_2 | johnson_sr | lpips |" in md

@@ -1,13 +1,14 @@
-"""The confirm statistics against hand-computed values: rank agreement and Welch's t-test over seeds."""
+"""The insight statistics against hand-computed values: rank agreement, Welch's t-test, HC3 least squares, Holm."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 from scipy import stats
 
-from layersearch.insight.stats import rank_correlation, verdict, welch_test
+from layersearch.insight.stats import contrast, holm, ols_hc3, rank_correlation, verdict, welch_test
 
 
 def test_rank_correlation_matches_the_textbook_formulas():
@@ -72,3 +73,41 @@ def test_welch_test_is_undefined_without_a_spread():
     assert verdict(one_seed, lower_is_better=True) == "not distinguishable at 1 seeds"
     flat = welch_test([1.0, 1.0], [2.0, 2.0])
     assert flat.p_value is None and flat.difference == pytest.approx(-1.0)
+
+
+def test_hc3_of_two_groups_has_its_closed_form():
+    # y on [1, group]: the group coefficient is the difference of means; leverage is 1/n_g, so HC3's variance
+    # is s_a^2/(n_a - 1) + s_b^2/(n_b - 1) (each squared residual divided by (1 - 1/n_g)^2).
+    a, b = np.array([1.0, 2.0, 4.0]), np.array([3.0, 5.0, 6.0, 10.0])
+    X = np.column_stack([np.ones(7), np.r_[np.zeros(3), np.ones(4)]])
+    fit = ols_hc3(np.r_[a, b], X)
+    assert fit.coef[1] == pytest.approx(b.mean() - a.mean()) and fit.df == 5
+    variance = a.var(ddof=1) / 2 + b.var(ddof=1) / 3
+    assert fit.cov[1, 1] == pytest.approx(variance)
+    c = contrast(fit, np.array([0.0, 1.0]), level=0.90)
+    half = stats.t.ppf(0.95, 5) * math.sqrt(variance)
+    assert (c.low, c.high) == (pytest.approx(c.estimate - half), pytest.approx(c.estimate + half))
+    assert c.p_value == pytest.approx(2 * stats.t.sf(c.estimate / math.sqrt(variance), 5))
+
+
+def test_hc3_leaves_out_what_the_data_cannot_separate():
+    rng = np.random.default_rng(0)
+    x = (rng.random(12) < 0.5).astype(float)
+    X = np.column_stack([np.ones(12), x, x, rng.standard_normal(12)])  # column 2 repeats column 1
+    fit = ols_hc3(rng.standard_normal(12), X)
+    assert list(fit.kept) == [True, True, False, True] and fit.df == 9
+    assert contrast(fit, np.array([0.0, 0.0, 1.0, 0.0])).estimate is None
+    # A trial alone in its column is fitted exactly (leverage 1): that coefficient has no defined variance,
+    # the others keep theirs.
+    alone = np.zeros(12)
+    alone[0] = 1.0
+    fit = ols_hc3(rng.standard_normal(12), np.column_stack([np.ones(12), x, alone]))
+    assert contrast(fit, np.array([0.0, 0.0, 1.0])).p_value is None
+    assert contrast(fit, np.array([0.0, 1.0, 0.0])).p_value is not None
+
+
+def test_holm_matches_the_step_down_rule():
+    # sorted 0.01, 0.03, 0.04, 0.5 -> x4, x3, x2, x1 = 0.04, 0.09, 0.08 -> 0.09 (monotone), 0.5
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert holm([0.2, 0.9]) == pytest.approx([0.4, 0.9]) and holm([]) == []
+    assert holm([0.6, 0.7]) == pytest.approx([1.0, 1.0])

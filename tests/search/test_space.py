@@ -208,3 +208,4 @@ def test_metric_overlap_warning_names_the_shared_network(archs, net, warned):
     else:
         assert line.startswith(f"warning: {warned} is both") and f"metrics.lpips.net={net}" in line
         assert "\n" not in line
+        assert metric_overlap_warning(archs, net, ["psnr_y"]) is None  # LPIPS does not rank the trials

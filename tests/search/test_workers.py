@@ -21,8 +21,7 @@ from helpers import console_script, one_error_line
 from optuna.trial import TrialState
 
 from layersearch.cli import main
-from layersearch.search import runner
-from layersearch.search import study as study_module
+from layersearch.search import loop, outcome
 from layersearch.search.launch import gpu_plan, n_workers
 from layersearch.search.storage import (
     fail_dead_trials,
@@ -32,6 +31,7 @@ from layersearch.search.storage import (
     storage_url,
 )
 from layersearch.search.study import reserve_trial
+from layersearch.trial import builtin
 
 SMOKE = ["preset=smoke", "search_space.baselines=[]"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -153,7 +153,7 @@ def _mlflow_runs(uri: str, name: str) -> list:
 
 def test_interrupt_records_the_trial_and_exits_130_or_143_then_resumes(tmp_path, monkeypatch, capsys, mlflow_uri):
     monkeypatch.chdir(tmp_path)
-    real_train = runner.train
+    real_train = builtin.train
     calls = {"n": 0}
 
     def train(*args, **kwargs):
@@ -161,10 +161,10 @@ def test_interrupt_records_the_trial_and_exits_130_or_143_then_resumes(tmp_path,
         if calls["n"] == 2:
             raise KeyboardInterrupt  # Ctrl-C
         if calls["n"] == 3:
-            raise study_module.Interrupted("signal 15")  # what the SIGTERM handler raises
+            raise loop.Interrupted("signal 15")  # what the SIGTERM handler raises
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(runner, "train", train)
+    monkeypatch.setattr(builtin, "train", train)
     args = ["sweep", *SMOKE, "study.name=intr", "study.n_trials=2", f"tracking.uri={mlflow_uri}"]
     assert main(args) == 130
     assert main(args) == 143
@@ -178,7 +178,7 @@ def test_interrupt_records_the_trial_and_exits_130_or_143_then_resumes(tmp_path,
 
 
 def test_sigterm_handler_raises_interrupted():
-    with study_module.stop_on_signals(), pytest.raises(study_module.Interrupted) as caught:
+    with loop.stop_on_signals(), pytest.raises(loop.Interrupted) as caught:
         os.kill(os.getpid(), signal.SIGTERM)
         time.sleep(5)
     assert caught.value.exit_code == 143
@@ -187,7 +187,7 @@ def test_sigterm_handler_raises_interrupted():
 
 def test_out_of_memory_fails_the_trial_frees_memory_and_the_sweep_goes_on(tmp_path, monkeypatch, mlflow_uri):
     monkeypatch.chdir(tmp_path)
-    real_train = runner.train
+    real_train = builtin.train
     calls = {"n": 0, "empty_cache": 0}
 
     def train(*args, **kwargs):
@@ -196,14 +196,14 @@ def test_out_of_memory_fails_the_trial_frees_memory_and_the_sweep_goes_on(tmp_pa
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_train(*args, **kwargs)
 
-    real_free = runner.free_memory
+    real_free = outcome.free_memory
 
     def free_memory():
         calls["free"] = calls.get("free", 0) + 1
         real_free()
 
-    monkeypatch.setattr(runner, "train", train)
-    monkeypatch.setattr(runner, "free_memory", free_memory)
+    monkeypatch.setattr(builtin, "train", train)
+    monkeypatch.setattr(outcome, "free_memory", free_memory)
     assert main(["sweep", *SMOKE, "study.name=oom", "study.n_trials=2", f"tracking.uri={mlflow_uri}"]) == 0
     trials = optuna.load_study(study_name="oom", storage=f"sqlite:///{tmp_path}/studies/oom/optuna.db").trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
@@ -217,7 +217,7 @@ def test_free_memory_empties_the_cuda_cache(monkeypatch):
     emptied = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: emptied.append(True))
-    runner.free_memory()
+    outcome.free_memory()
     assert emptied == [True]
 
 

@@ -1,0 +1,156 @@
+"""What `layersearch confirm` retrains: its settings (seeds, steps, level) and the study's candidates.
+
+The study must still compose with the config confirm is given (task, space, objectives, kind of training);
+the candidates are its top-k complete trials and every complete literature baseline.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from ..errors import LayersearchError
+from ..lossnet.loss import LossConfig
+from ..lossnet.weights import any_random
+from ..search.space import SearchSpace
+from ..search.tracking import trial_run_name
+from ..trial.kinds import Training
+
+__all__ = ["Candidate", "ConfirmError", "Settings", "check_study", "random_weights_of", "read_settings",
+           "select_candidates"]
+
+
+class ConfirmError(LayersearchError, ValueError):
+    """A confirmation that cannot run as asked (bad settings, a study that no longer composes); one line."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The confirmation's budget: which seeds, how many steps, how often to evaluate, the test's level."""
+
+    top_k: int
+    seeds: tuple[int, ...]
+    steps: int
+    eval_every: int
+    alpha: float
+
+
+def _whole(value: Any, key: str, minimum: int, why: str = "") -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (isinstance(value, float) and not value.is_integer()):
+        raise ConfirmError(f"{key} must be a whole number >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ConfirmError(f"{key} must be >= {minimum}{why}, got {int(value)}")
+    return int(value)
+
+
+def read_settings(cfg: Mapping[str, Any]) -> Settings:
+    """The ``confirm`` group, checked; ``steps: null`` = 10 x ``trainer.steps``.
+
+    ``eval_every: null`` keeps a trial's number of evaluations: ``trainer.eval_every`` scaled by
+    ``steps / trainer.steps``.
+    """
+    conf, trainer = cfg["confirm"], cfg["trainer"]
+    top_k = _whole(conf.get("top_k"), "confirm.top_k", 1)
+    n_seeds = _whole(conf.get("seeds"), "confirm.seeds", 2, " (a spread over seeds needs two)")
+    first = _whole(conf.get("first_seed", 0), "confirm.first_seed", 0)
+    trial_steps = _whole(trainer["steps"], "trainer.steps", 1)
+    steps = 10 * trial_steps if conf.get("steps") is None else _whole(conf["steps"], "confirm.steps", 1)
+    if conf.get("eval_every") is None:
+        trial_every = int(trainer.get("eval_every") or trial_steps)
+        eval_every = max(1, round(steps * trial_every / trial_steps))
+    else:
+        eval_every = _whole(conf["eval_every"], "confirm.eval_every", 1)
+    alpha = conf.get("alpha", 0.05)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise ConfirmError(f"confirm.alpha must be a number between 0 and 1, got {alpha!r}")
+    return Settings(top_k, tuple(range(first, first + n_seeds)), steps, eval_every, float(alpha))
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One config to retrain: a top trial or a literature baseline of the study."""
+
+    key: str  # "trial_<n>"
+    trial: int
+    baseline: str | None
+    label: str  # "#12 relu2_2+relu4_3", "#0 johnson_sr"
+    layer_config: dict[str, Any]
+    short_run: dict[str, float]  # the study's values for this trial, by objective
+    params: dict[str, Any] = field(default_factory=dict)  # the trial's sampled parameters (Trial.params)
+
+
+def check_study(study: optuna.Study, cfg: Mapping[str, Any], training: Training) -> list[tuple[str, str]]:
+    """The study's ``[(objective, direction)]``, after checking it still composes with ``cfg``.
+
+    The composed config must name the study's kind of training (and, for the built-in one, its task) and
+    search space, the space must still parse, and the built-in task must still report every objective.
+    """
+    attrs, name = study.user_attrs, study.study_name
+    names = attrs.get("objectives")
+    if not names:
+        raise ConfirmError(f"study {name!r} has no recorded objectives; was it made by `layersearch sweep`?")
+    kind = attrs.get("trial_kind", "builtin")
+    if kind != training.kind:
+        raise ConfirmError(f"study {name!r} was run with trial={kind}, but this config composes trial={training.kind}; "
+                           "pass the overrides the sweep ran with")
+    if kind == "builtin":
+        target = str(cfg["task"]["_target_"])
+        if attrs.get("task") and attrs["task"] != target:
+            raise ConfirmError(f"study {name!r} was run with task {attrs['task']}, but this config composes {target}; "
+                               "pass the overrides the sweep ran with")
+        missing = [m for m in names if m not in training.metrics]
+        if missing:
+            raise ConfirmError(f"the task no longer reports objective(s) {', '.join(missing)} of study {name!r}; "
+                               f"it reports {', '.join(training.metrics)}")
+    space_name = str(cfg["search_space"].get("name", ""))
+    if attrs.get("search_space") not in (None, space_name):
+        raise ConfirmError(f"study {name!r} was run with search_space={attrs['search_space']}, not {space_name}; "
+                           "pass the overrides the sweep ran with")
+    if "search_space_config" in attrs:
+        try:
+            SearchSpace.from_config(attrs["search_space_config"], weights=str(cfg["loss_net"]["weights"]))
+        except LayersearchError as err:
+            raise ConfirmError(f"the search space of study {name!r} no longer composes: {err}") from None
+    directions = ["minimize" if d == optuna.study.StudyDirection.MINIMIZE else "maximize" for d in study.directions]
+    return list(zip(names, directions, strict=True))
+
+
+def select_candidates(study: optuna.Study, objectives: Sequence[tuple[str, str]], top_k: int) -> list[Candidate]:
+    """The top ``top_k`` complete trials, then every complete literature baseline not already among them.
+
+    One objective: by its value. Several: the Pareto front first, then the rest, each part ordered by the
+    first (primary) objective; ties go to the earlier trial.
+    """
+    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "layer_config" in t.user_attrs]
+    if not complete:
+        raise ConfirmError(f"study {study.study_name!r} has no complete trial yet; run `layersearch sweep` first")
+    sign = 1 if objectives[0][1] == "minimize" else -1
+    ranked = sorted(complete, key=lambda t: (sign * t.values[0], t.number))
+    if len(objectives) > 1:
+        front = {t.number for t in study.best_trials}
+        ranked = [t for t in ranked if t.number in front] + [t for t in ranked if t.number not in front]
+    chosen = ranked[:top_k]
+    numbers = {t.number for t in chosen}
+    chosen += [t for t in sorted(complete, key=lambda t: t.number) if t.user_attrs.get("baseline") and t.number not in numbers]
+    names = [m for m, _ in objectives]
+    candidates = []
+    for t in chosen:
+        layer_config = dict(t.user_attrs["layer_config"])
+        try:
+            LossConfig.from_mapping(layer_config)
+        except LayersearchError as err:
+            raise ConfirmError(f"the layer config of trial {t.number} no longer composes: {err}") from None
+        baseline = t.user_attrs.get("baseline")
+        candidates.append(Candidate(f"trial_{t.number}", t.number, baseline, trial_run_name(t.number, layer_config, baseline),
+                                    layer_config, dict(zip(names, t.values, strict=True)), dict(t.params)))
+    return candidates
+
+
+def random_weights_of(candidates: Sequence[Candidate], cfg: Mapping[str, Any]) -> bool:
+    # The sweep's rule: the space's loss-network weights (recorded in every layer config) or the LPIPS backbone.
+    loss_weights = [str(c.layer_config["loss_net"]["weights"]) for c in candidates]
+    return any_random(*loss_weights, str(cfg["metrics"]["lpips"]["weights"]))

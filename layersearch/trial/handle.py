@@ -1,0 +1,167 @@
+"""`Trial`: the one object every kind of training receives, ours and the user's.
+
+A trial's training (the built-in loop, a user's Python function, a user's command through
+`trial_from_env`) gets the sampled loss, its budget and seed, a device and a folder, and gives back metrics
+through ``report``. What happens to a report (MLflow, Optuna, the pruning decision, a JSON line for the
+parent process) is the ``reporter``'s business, injected by whoever runs the training, as Optuna's
+``objective(trial)`` and Ray Tune's function trainables keep their machinery behind one handle. The only
+piece of Optuna here is `Pruned`'s base class, so that code written for Optuna stops a layersearch trial too.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from optuna.exceptions import TrialPruned
+
+from ..lossnet.loss import LossConfig, PerceptualLoss
+
+__all__ = ["Pruned", "Reporter", "Trial", "TrialFailed", "metric_value", "score_images"]
+
+#: ``reporter(step, metrics) -> reason or None``: records one report; a reason (``"lpips=0.21 at step 25 is
+#: worse than the median"``) when the pruner says the trial should stop here.
+Reporter = Callable[[int, dict[str, float]], "str | None"]
+
+
+class Pruned(TrialPruned):
+    """Raised by `Trial.report` when the pruner stops the trial; an ``optuna.TrialPruned``."""
+
+
+class TrialFailed(Exception):
+    """The training failed by itself (a NaN metric, a non-zero exit, a missing objective): the trial is
+    recorded FAIL with this message as its reason, and the sweep goes on."""
+
+
+def metric_value(name: str, value: Any, step: int | None = None) -> float:
+    """``value`` as a finite float (0-d tensors and numpy scalars too), else TrialFailed naming it."""
+    where = f" at step {step}" if step is not None else ""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise TrialFailed(f"metric {name!r}{where} is a tensor of shape {tuple(value.shape)}, not one number")
+        value = value.detach().float().item()
+    if isinstance(value, bool) or not hasattr(value, "__float__"):
+        raise TrialFailed(f"metric {name!r}{where} must be a number, got {value!r}")
+    number = float(value)
+    if not math.isfinite(number):
+        raise TrialFailed(f"metric {name!r} is {number}{where}")
+    return number
+
+
+def _batches(images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    if isinstance(images, torch.Tensor):
+        return [images if images.ndim == 4 else images.unsqueeze(0)]
+    return [img if img.ndim == 4 else img.unsqueeze(0) for img in images]
+
+
+def score_images(outputs: torch.Tensor | Sequence[torch.Tensor], targets: torch.Tensor | Sequence[torch.Tensor],
+                 scale: int = 0, lpips_net: str = "alex", lpips_weights: str = "imagenet") -> dict[str, float]:
+    """Mean ``lpips``, ``psnr_y``, ``ssim_y`` of outputs against targets: `layersearch score`'s protocol.
+
+    Args:
+        outputs, targets: ``N x 3 x H x W`` RGB in [0, 1], or lists of ``3 x H x W`` (sizes may differ
+            between pairs, not within one).
+        scale: pixels shaved from each border for PSNR and SSIM (the SR scale; 0 for none).
+    """
+    from .score import mean_scores  # scoring imports lpips and scikit-image: only when asked
+
+    pairs = []
+    for out, tgt in zip(_batches(outputs), _batches(targets), strict=True):
+        pairs += [(out[i : i + 1], tgt[i : i + 1]) for i in range(out.shape[0])]
+    return mean_scores(pairs, scale, lpips_net, lpips_weights)
+
+
+class Trial:
+    """What a trial's training receives; ``layersearch.Trial`` in the public API.
+
+    Attributes:
+        number: the Optuna trial number (for confirm runs: the number of the trial being confirmed).
+        study_name: the study's name.
+        params: the sampled parameters, by their Optuna names (``use_relu2_2``, ``w_relu2_2``, ...).
+        layer_config: the sampled loss as the export schema (what ``PerceptualLoss.from_config`` loads).
+        steps: the training budget to use (``trainer.steps`` in a sweep, ``confirm.steps`` in confirm).
+        seed: the seed to train with (``trainer.seed``; each of confirm's seeds).
+        device: the device this worker owns (its pinned GPU, or the CPU).
+        dir: a folder for this trial's files; logged to its MLflow run when the trial ends.
+        objectives: the study's objective metric names; the value returned must hold each of them.
+    """
+
+    def __init__(self, *, number: int, study_name: str, params: Mapping[str, Any], layer_config: Mapping[str, Any],
+                 steps: int, seed: int, device: str | torch.device, dir: str | Path, objectives: Sequence[str],
+                 reporter: Reporter | None = None, loss_seed: int = 0,
+                 lpips: Mapping[str, str] | None = None):
+        self.number, self.study_name = int(number), str(study_name)
+        self.params, self.layer_config = dict(params), dict(layer_config)
+        self.steps, self.seed = int(steps), int(seed)
+        self.device = torch.device(device)
+        self.dir = Path(dir).absolute()  # the same folder for a command started elsewhere
+        self.objectives = list(objectives)
+        self._reporter = reporter
+        self._loss_seed = int(loss_seed)  # seeds random loss-network weights: the same net in every trial
+        self._lpips = dict(lpips or {"net": "alex", "weights": "imagenet"})
+        self._loss: PerceptualLoss | None = None
+        self._last_step: int | None = None
+        self._prune: str | None = None  # the pruner's reason, once it has stopped the trial
+        self.report_seconds = 0.0  # time spent in the reporter (tracking, pruning): not training
+
+    @property
+    def loss(self) -> PerceptualLoss:
+        """A `PerceptualLoss` built from ``layer_config`` on ``device`` (built on first use)."""
+        if self._loss is None:
+            self._loss = PerceptualLoss(LossConfig.from_mapping(self.layer_config), seed=self._loss_seed).to(self.device)
+        return self._loss
+
+    def report(self, step: int, **metrics: Any) -> None:
+        """Record ``metrics`` at ``step`` (MLflow, Optuna); raise ``layersearch.Pruned`` when the pruner says so.
+
+        Values must be finite numbers (0-d tensors are converted) and steps must increase; otherwise the
+        trial fails with a reason naming the metric or step. To clean up before stopping, catch
+        ``layersearch.Pruned`` around this call, or check ``should_prune()``.
+        """
+        if isinstance(step, bool) or not isinstance(step, int):
+            raise TrialFailed(f"report(step=...) takes a whole number, got {step!r}")
+        if self._last_step is not None and step <= self._last_step:
+            raise TrialFailed(f"report steps must increase: step {step} after step {self._last_step}")
+        values = {str(name): metric_value(name, value, step) for name, value in metrics.items()}
+        self._last_step = step
+        if self._reporter is None:
+            return
+        started = time.perf_counter()
+        try:
+            reason = self._reporter(step, values)
+        finally:
+            self.report_seconds += time.perf_counter() - started
+        if reason:
+            self._prune = reason
+            raise Pruned(reason)
+
+    def should_prune(self) -> bool:
+        """Whether the pruner has stopped this trial (sticky once True).
+
+        A training that catches `Pruned` to clean up may re-raise it or just return: either way the trial is
+        recorded as pruned.
+        """
+        return self._prune is not None
+
+    @property
+    def prune_reason(self) -> str | None:
+        return self._prune
+
+    @property
+    def last_step(self) -> int | None:
+        """The step of the last report (None before the first)."""
+        return self._last_step
+
+    def score(self, outputs: torch.Tensor | Sequence[torch.Tensor], targets: torch.Tensor | Sequence[torch.Tensor],
+              scale: int = 0) -> dict[str, float]:
+        """``{"lpips", "psnr_y", "ssim_y"}`` with the protocol of `layersearch score` (see `score_images`)."""
+        return score_images(outputs, targets, scale, self._lpips.get("net", "alex"),
+                            self._lpips.get("weights", "imagenet"))
+
+    def __repr__(self) -> str:
+        return (f"Trial(number={self.number}, study={self.study_name!r}, steps={self.steps}, seed={self.seed}, "
+                f"device={self.device}, dir={str(self.dir)!r})")
