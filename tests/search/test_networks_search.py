@@ -82,6 +82,10 @@ def test_smoke_sweep_over_networks_completes(tmp_path, monkeypatch, capsys):
     used = {t.user_attrs["layer_config"]["loss_net"]["arch"] for t in complete}
     assert len(used) >= 3 and used <= set(archs.strip("[]").split(","))
     assert main(["export", "preset=smoke", "study.name=nets", "export.pareto=true"]) == 0
+    # The report reads a study of several networks (its per-network content is the report's own tests' matter).
+    assert main(["report", "preset=smoke", "search_space=sr_networks", f"search_space.arch={archs}",
+                 "study.name=nets"]) == 0
+    assert (tmp_path / "studies/nets/report/index.html").is_file()
 
 
 def test_a_weights_file_of_another_network_is_one_line_naming_it(tmp_path, monkeypatch, capsys):
