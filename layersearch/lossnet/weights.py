@@ -179,15 +179,26 @@ def trunk_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
     state = _read(arch, weights)
     key = (arch, id(state))  # _FILES keeps every version read, so an id is never reused
     if key not in _TRUNKS:
-        trunk = networks.restrict(_as_model_keys(state, arch), arch)
+        trunk = _with_counters(networks.restrict(_as_model_keys(state, arch), arch), arch)
         _check_keys(networks.trunk_shapes(arch), trunk, arch, weights, state)
         _TRUNKS[key] = trunk
     return _TRUNKS[key]
 
 
+def _with_counters(trunk: dict[str, torch.Tensor], arch: str) -> dict[str, torch.Tensor]:
+    # Files saved before PyTorch 0.4.1 (some of torchvision's ImageNet files) have no batch-norm
+    # `num_batches_tracked`; BatchNorm's own loader fills it in, and a frozen network never reads it.
+    counters = [k for k in networks.trunk_shapes(arch) if k.endswith(".num_batches_tracked") and k not in trunk]
+    # Only where the layer's statistics are there: a file without the layer stays a misfit.
+    filled = {k: torch.tensor(0) for k in counters if k.replace("num_batches_tracked", "running_mean") in trunk}
+    return {**trunk, **filled}
+
+
 def features_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
     """The state dict of ``torchvision.models.<arch>().features`` (keys without ``features.``), or None for
     ``random``: the LPIPS backbones (alexnet, vgg16, squeezenet1_1)."""
+    if trunk_roots(arch) != ["features"]:
+        raise ValueError(f"{arch} is not built on `features`; use trunk_state_dict")
     state = trunk_state_dict(arch, weights)
     return None if state is None else {k[len("features."):]: v for k, v in state.items()}
 
@@ -222,7 +233,7 @@ def _seems_for(state: dict[str, torch.Tensor]) -> str:
     fits = []
     for arch in ARCHS:
         expected = networks.trunk_shapes(arch)
-        trunk = networks.restrict(_as_model_keys(state, arch), arch)
+        trunk = _with_counters(networks.restrict(_as_model_keys(state, arch), arch), arch)
         if trunk.keys() == expected.keys() and all(trunk[k].shape == v.shape for k, v in expected.items()):
             fits.append(arch)
     if fits:

@@ -133,6 +133,16 @@ def test_a_whole_model_file_loads_and_the_head_is_ignored(tmp_path, images):
     torch.testing.assert_close(ext(images)["layer2"], expected, rtol=1e-4, atol=1e-5)
 
 
+def test_a_file_without_batch_norm_counters_loads(tmp_path, images):
+    # Some of torchvision's ImageNet files predate `num_batches_tracked`.
+    torch.manual_seed(6)
+    model = torchvision.models.vgg11_bn().eval()
+    state = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "old.pth")
+    ext = FeatureExtractor("vgg11_bn", ["relu2_1"], str(tmp_path / "old.pth"))
+    torch.testing.assert_close(ext(images)["relu2_1"], model.features[:7](normalised(images)), rtol=1e-4, atol=1e-5)
+
+
 def test_a_file_of_another_network_says_which_it_seems_to_be_for(tmp_path):
     with torch.device("meta"):
         resnet50 = torchvision.models.resnet50()
