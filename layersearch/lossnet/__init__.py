@@ -1,4 +1,4 @@
-"""The library people import: VGG layer tables, weights, the feature extractor and PerceptualLoss.
+"""The library people import: the loss networks' layer tables, weights, the feature extractor and PerceptualLoss.
 
 Imports nothing from the other rooms (trial, search, insight).
 """

@@ -175,3 +175,23 @@ def test_imagenet_offline_fails_fast_naming_the_file(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
     with pytest.raises(WeightsError, match=r"ImageNet weights for convnext_tiny .*convnext_tiny-983f1562\.pth"):
         FeatureExtractor("convnext_tiny", ["features.1"], "imagenet")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("arch", ARCHS)
+def test_every_network_on_cuda_in_bf16_and_channels_last(arch):
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    layer = [info.name for info in layer_table(arch) if info.stride <= 8][-1]
+    loss_fn = PerceptualLoss.from_config({"loss_net": {"arch": arch, "weights": "random"},
+                                          "content_layers": {layer: 1.0}}).cuda()
+    g = torch.Generator().manual_seed(2)
+    target, output = (torch.rand(4, 3, 96, 96, generator=g).cuda() for _ in range(2))
+    assert all(p.is_contiguous(memory_format=torch.channels_last) for p in loss_fn.parameters() if p.dim() == 4)
+    fp32 = loss_fn(output, target)
+    x = output.clone().requires_grad_(True)
+    with torch.autocast("cuda", torch.bfloat16):
+        bf16 = loss_fn(x, target)
+    bf16.backward()
+    assert torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert abs(bf16.item() - fp32.item()) < 0.1 * abs(fp32.item())
