@@ -38,6 +38,9 @@ def network_steps(device: torch.device, output: torch.Tensor, target: torch.Tens
     """One row per network: its layer, median step time, ratio to VGG-16 relu2_2's, GFLOP, first build time."""
     reference = network_loss(*REFERENCE, device)
     one_step(reference, output, target)
+    with FlopCounterMode(display=False) as counter:
+        one_step(reference, output, target)
+    reference_gflop = counter.get_total_flops() / 1e9
     rows = []
     for arch in ARCHS:
         layer = mid_layer(arch)
@@ -56,24 +59,24 @@ def network_steps(device: torch.device, output: torch.Tensor, target: torch.Tens
         rows.append({"arch": arch, "layer": layer, "stride": info.stride, "rf": info.receptive_field,
                      "channels": info.channels, "network_s": median["network"], "reference_s": median["reference"],
                      "ratio": median["network"] / median["reference"], "gflop": counter.get_total_flops() / 1e9,
-                     "build_s": build_s})
+                     "reference_gflop": reference_gflop, "build_s": build_s})
         del loss_fn
     return rows
 
 
 def network_table(rows: list[dict], peaks: dict[str, float] | None, reference_mib: float | None) -> list[str]:
-    """Section 6's markdown lines."""
-    ref = rows[0]["reference_s"] if rows else float("nan")
-    lines = [f"VGG-16 relu2_2 (the reference, timed between the rows): {1000 * ref:.1f} ms per step"
+    """Section 6's markdown lines: ratios only (each row's reference time was measured beside it)."""
+    ref_gflop = rows[0]["reference_gflop"] if rows else float("nan")
+    lines = [f"Reference, VGG-16 relu2_2: {ref_gflop:.2f} GFLOP"
              + (f", {reference_mib:.0f} MiB peak." if reference_mib is not None else "."), "",
-             "| network | layer (stride 8) | channels | RF px | ms | **time vs VGG-16 relu2_2** | GFLOP | peak MiB "
-             "| first build s |", "|---|---|---|---|---|---|---|---|---|"]
+             "| network | layer (stride 8) | channels | RF px | **time vs VGG-16 relu2_2** | GFLOP | peak MiB "
+             "| first build s |", "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         peak = f"{peaks[r['arch']]:.0f}" if peaks else "-"
-        lines.append(f"| {r['arch']} | {r['layer']} | {r['channels']} | {r['rf']} | {1000 * r['network_s']:.1f} "
-                     f"| **{r['ratio']:.2f}x** | {r['gflop']:.2f} | {peak} | {r['build_s']:.2f} |")
-    lines += ["", "time vs VGG-16 relu2_2 = median step time of the row / median of the reference's, measured "
-              "alternately (> 1: costlier). First build: the network's first PerceptualLoss in the process, "
-              "random weights initialised (later trials share them); about 0 for vgg16 and vgg19, built earlier "
-              "in this run."]
+        lines.append(f"| {r['arch']} | {r['layer']} | {r['channels']} | {r['rf']} | **{r['ratio']:.2f}x** "
+                     f"| {r['gflop']:.2f} | {peak} | {r['build_s']:.2f} |")
+    lines += ["", "time vs VGG-16 relu2_2 = median step time of the row / median of VGG-16 relu2_2's, the two measured "
+              "alternately for each row (> 1: costlier). First build: the network's first PerceptualLoss in the "
+              "process, random weights initialised (later trials share them); about 0 for vgg16 and vgg19, built "
+              "earlier in this run."]
     return lines
