@@ -3,8 +3,8 @@
 Each network is measured at a mid-depth layer, the deepest layer at stride 8 (the output of its third
 resolution: VGG-16 relu4_3, ResNet layer2, EfficientNet features.3, ConvNeXt features.3, AlexNet relu2,
 SqueezeNet relu3), read from the layer tables rather than chosen by hand. The step is the one of section 2
-(output forward + backward, target forward; content term, MSE), timed interleaved with VGG-16 relu2_2 so
-that machine load hits both alike; FLOPs from ``torch.utils.flop_counter``; peak memory by section 3's
+(output forward + backward, target forward; content term, MSE), each timed between two VGG-16 relu2_2 steps
+so that machine load hits both alike; FLOPs from ``torch.utils.flop_counter``; peak memory by section 3's
 fresh-process method.
 """
 
@@ -50,16 +50,19 @@ def network_steps(device: torch.device, output: torch.Tensor, target: torch.Tens
         one_step(loss_fn, output, target)  # warm-up
         with FlopCounterMode(display=False) as counter:
             one_step(loss_fn, output, target)
-        times: dict[str, list[float]] = {"reference": [], "network": []}
+        # reference, network, reference, network, ..., reference: each network step is compared with the mean
+        # of the reference steps just before and after it, so load that drifts or comes in bursts (the machine
+        # is shared) hits both sides of each ratio; the row reports the median ratio and its range.
+        refs = [timed(lambda: one_step(reference, output, target), device)]
+        ratios = []
         for _ in range(repeats):
-            times["reference"].append(timed(lambda: one_step(reference, output, target), device))
-            times["network"].append(timed(lambda fn=loss_fn: one_step(fn, output, target), device))
-        median = {side: statistics.median(t) for side, t in times.items()}
+            network_s = timed(lambda fn=loss_fn: one_step(fn, output, target), device)
+            refs.append(timed(lambda: one_step(reference, output, target), device))
+            ratios.append(network_s / (0.5 * (refs[-2] + refs[-1])))
         info = next(i for i in layer_table(arch) if i.name == layer)
         rows.append({"arch": arch, "layer": layer, "stride": info.stride, "rf": info.receptive_field,
-                     "channels": info.channels, "network_s": median["network"], "reference_s": median["reference"],
-                     "ratio": median["network"] / median["reference"], "gflop": counter.get_total_flops() / 1e9,
-                     "reference_gflop": reference_gflop, "build_s": build_s})
+                     "channels": info.channels, "ratio": statistics.median(ratios), "ratio_range": (min(ratios), max(ratios)),
+                     "gflop": counter.get_total_flops() / 1e9, "reference_gflop": reference_gflop, "build_s": build_s})
         del loss_fn
     return rows
 
@@ -69,14 +72,16 @@ def network_table(rows: list[dict], peaks: dict[str, float] | None, reference_mi
     ref_gflop = rows[0]["reference_gflop"] if rows else float("nan")
     lines = [f"Reference, VGG-16 relu2_2: {ref_gflop:.2f} GFLOP"
              + (f", {reference_mib:.0f} MiB peak." if reference_mib is not None else "."), "",
-             "| network | layer (stride 8) | channels | RF px | **time vs VGG-16 relu2_2** | GFLOP | peak MiB "
-             "| first build s |", "|---|---|---|---|---|---|---|---|"]
+             "| network | layer (stride 8) | channels | RF px | **time vs VGG-16 relu2_2** | range | GFLOP | peak MiB "
+             "| first build s |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         peak = f"{peaks[r['arch']]:.0f}" if peaks else "-"
+        low, high = r["ratio_range"]
         lines.append(f"| {r['arch']} | {r['layer']} | {r['channels']} | {r['rf']} | **{r['ratio']:.2f}x** "
-                     f"| {r['gflop']:.2f} | {peak} | {r['build_s']:.2f} |")
-    lines += ["", "time vs VGG-16 relu2_2 = median step time of the row / median of VGG-16 relu2_2's, the two measured "
-              "alternately for each row (> 1: costlier). First build: the network's first PerceptualLoss in the "
-              "process, random weights initialised (later trials share them); about 0 for vgg16 and vgg19, built "
-              "earlier in this run."]
+                     f"| {low:.2f}-{high:.2f} | {r['gflop']:.2f} | {peak} | {r['build_s']:.2f} |")
+    lines += ["", "time vs VGG-16 relu2_2 = median over repeats of (the network's step time / the mean of the VGG-16 "
+              "relu2_2 steps timed just before and after it); range: the smallest and largest of those ratios, the "
+              "noise of this run (> 1: costlier). First build: the network's first PerceptualLoss in the process, "
+              "random weights initialised (later trials share them); about 0 for vgg16 and vgg19, built earlier in "
+              "this run."]
     return lines

@@ -47,7 +47,7 @@ def test_make_bench_dry_run_prints_every_section():
     from layersearch import ARCHS
 
     for arch in ARCHS:  # one row per network, with its time relative to VGG-16 relu2_2
-        assert re.search(rf"^\| {arch} \| \S+ \| \d+ \| \d+ \| \*\*[\d.]+x\*\* \| [\d.]+ \| \d+ \|", out, re.M), arch
+        assert re.search(rf"^\| {arch} \| \S+ \| \d+ \| \d+ \| \*\*[\d.]+x\*\* \| [\d.]+-[\d.]+ \| [\d.]+ \| \d+ \|", out, re.M), arch
     for loss in ("relu2_2 (Johnson SR)", "relu2_2 + relu4_3", "Johnson style (Gram)", "ESRGAN conv5_4 (VGG-19)"):
         row = next(line for line in out.splitlines() if line.startswith(f"| {loss} |") and "x** |" in line)
         assert row.endswith("| yes |"), row  # ours and the reference compute the same loss value
