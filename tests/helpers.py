@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -46,3 +47,22 @@ def one_error_line(capsys) -> str:
     lines = [line for line in err.splitlines() if line.startswith("layersearch ")]
     assert len(lines) == 1, lines
     return lines[0]
+
+
+def wait_until(predicate, what: str, proc: subprocess.Popen | None = None, limit: float = 600):
+    """Poll ``predicate()`` until it returns something truthy, and return that.
+
+    Waits for an event, not for a guess of how long it takes: it stops at once, showing the process's
+    output, when ``proc`` has exited first; ``limit`` only guards against a hang.
+    """
+    end = time.monotonic() + limit
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            out = proc.communicate()[0] if proc.stdout is not None else ""
+            pytest.fail(f"the process exited with status {proc.returncode} before {what}:\n{(out or '')[-3000:]}")
+        if time.monotonic() > end:
+            pytest.fail(f"no {what} after {limit:g} s (a hang)")
+        time.sleep(0.05)
