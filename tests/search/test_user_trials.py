@@ -6,6 +6,7 @@ The functions live in tests/user_trainings.py and train nothing, so each sweep t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import optuna
@@ -194,3 +195,20 @@ def test_confirm_report_and_export_work_on_a_function_study(in_tmp, capsys):
     # confirm with another kind of training is refused: its runs would mean something else.
     assert main(["confirm", *BASE, "study.name=conf"]) == 2
     assert "was run with trial=python" in one_error_line(capsys)
+
+
+@pytest.mark.slow
+def test_a_function_sweep_with_two_workers_gets_exactly_n_trials(in_tmp, monkeypatch):
+    # Workers are new processes: they import the function by the name layersearch.sweep gives it.
+    import user_trainings
+
+    monkeypatch.setenv("PYTHONPATH", str(Path(user_trainings.__file__).parent))
+    result = layersearch.sweep(user_trainings.steady, overrides=[*BASE, "study.name=two", "study.n_trials=6",
+                                                                 "study.workers=2", "study.pruner=none"])
+    assert result.counts["complete"] == 6
+    from layersearch.search.storage import open_storage
+
+    storage = open_storage(f"journal:///{in_tmp}/studies/two/journal.log", create=False)
+    trials = optuna.load_study(study_name="two", storage=storage).trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
+    assert len(list((in_tmp / "studies/two/logs").glob("worker-*.log"))) == 2  # two worker processes ran
