@@ -156,12 +156,14 @@ def format_result(result) -> str:
     lines = []
     if result.random_weights:
         lines.append(RANDOM_BANNER)
-    lines.append(f"study {result.study_name}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed "
-                 f"({result.storage})")
+    repeats = f" (+ {c['repeats']} baseline seed repeats)" if c.get("repeats") else ""
+    lines.append(f"study {result.study_name}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"
+                 f"{repeats} ({result.storage})")
     if result.best_rows:
         title = "Pareto front" if len(result.objectives) > 1 else "best"
         lines.append(f"{title} (and the literature baselines):")
         lines.append(format_table(result.best_rows, [m for m, _ in result.objectives]))
+        lines += result.noise_lines
     if result.ran_trials and result.seconds_total > 0:
         outside = 1 - result.seconds_in_training / result.seconds_total
         lines.append(f"ran {result.ran_trials} trials in {result.seconds_total:.0f} s; "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -62,19 +63,30 @@ def test_precision_benchmark_prints_both_precisions_and_the_rankings():
 
 
 @pytest.mark.slow
-def test_pruning_benchmark_compares_both_pruners_for_each_sampler_seed():
-    out = _run([sys.executable, "benchmarks/pruning.py", "--seeds", "1", "--sampler-seeds", "2", "study.n_trials=3",
-                "study.n_startup_trials=1", "trainer.steps=4", "trainer.eval_every=2", "task.crop=32",
-                "task.val_crop=64", "model.channels=8", "model.n_blocks=1"], timeout=900).stdout
-    assert "RANDOM WEIGHTS" in out
-    assert [line for line in out.splitlines() if line.startswith("sampler seed ")] == ["sampler seed 0", "sampler seed 1"]
-    rows = [line.split() for line in out.splitlines() if line.startswith(("median ", "none "))]
-    assert [r[0] for r in rows] == ["median", "none", "median", "none"]
+def test_pruning_benchmark_compares_both_pruners_for_each_sampler_seed(tmp_path):
+    report = tmp_path / "pruning.txt"
+    out = _run([sys.executable, "benchmarks/pruning.py", "--sampler-seeds", "2", "--out", str(report),
+                "study.n_trials=4", "study.n_startup_trials=1", "trainer.steps=6", "trainer.eval_every=2",
+                "study.warmup_fraction=0", "task.crop=32", "task.val_crop=64", "model.channels=8", "model.n_blocks=1"],
+               timeout=1200).stdout
+    assert "RANDOM WEIGHTS" in out and report.read_text().strip() in out
+    # 1. the correlation table: one row per evaluation step, a cell per sampler seed, mean and min.
+    table = [line.split() for line in out.splitlines() if re.match(r"^\s+[246] ", line)]
+    assert [row[0] for row in table] == ["2", "4", "6"]
+    cell = re.compile(r"([+-]\d\.\d\d) \(n=")
+    for row in table:
+        assert row[-2] == format(statistics.fmean(float(v) for v in cell.findall(" ".join(row))), "+.2f")
+    assert float(table[-1][-1]) == 1.0  # the last evaluation is the final value: rho 1
+    # 2. steps: the unpruned arm ran every step of every trial (4 first runs + 2 baseline repeats).
+    rows = [line.split() for line in out.splitlines() if line.startswith(("  median ", "  none "))]
+    assert [r[0] for r in rows] == ["none", "median", "none", "median"]
     for row in rows:
         trials, complete, pruned, failed, steps = (int(v) for v in row[1:6])
-        assert trials == 3 and complete + pruned + failed == trials
-        assert steps <= 3 * 4 and (row[0] == "median" or (pruned == 0 and steps == 12))
-    # The saving of each seed, and their mean, follow from the steps in the table.
-    saved = [1 - int(rows[i][5]) / int(rows[i + 1][5]) for i in (0, 2)]
-    assert re.findall(r"steps saved by median pruning: (\d+)%", out) == [f"{100 * v:.0f}" for v in saved]
+        assert complete + pruned == 4 and complete + pruned + failed == trials
+        assert row[0] == "median" or (pruned == 0 and steps == (trials + 2) * 6)
+    saved = [1 - int(rows[i + 1][5]) / int(rows[i][5]) for i in (0, 2)]
+    assert re.findall(r"steps saved: (\d+)%", out) == [f"{100 * v:.0f}" for v in saved]
     assert f"mean {100 * sum(saved) / 2:.0f}% (goal >= 40%)" in out
+    # 3. the answer kept, per sampler seed.
+    kept = re.findall(r"top-3 configs in common (\d)/3; per-layer effects with the same sign (\d+)/(\d+)", out)
+    assert len(kept) == 2 and all(int(a) <= int(b) for _, a, b in kept)

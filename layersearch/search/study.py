@@ -8,8 +8,9 @@ failed ones too) is recorded with its reason.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
@@ -19,11 +20,13 @@ from tqdm.auto import tqdm
 from ..config import literature_loss
 from ..lossnet.loss import LossConfig
 from ..lossnet.weights import any_random, features_state_dict, weights_label
-from ..outputs import RANDOM_BANNER
+from ..outputs import RANDOM_BANNER, format_metric
 from ..trial.kinds import Training, make_training
 from ..trial.metrics import METRIC_DIRECTIONS
 from .algorithms import make_pruner, make_sampler
 from .export import provenance_config
+from .noise import compare, describe, is_repeat, noise_floor, runs_of
+from .ranking import first_runs, front
 from .space import NotInSpace, SearchSpace
 from .storage import (
     GRACE_S,
@@ -104,37 +107,68 @@ class SweepResult:
     seconds_in_training: float = 0.0
     ran_trials: int = 0
     experiment_id: str | None = None
+    noise_lines: list[str] = field(default_factory=list)  # seed noise and the best trial vs each baseline
 
 
 def counts(study: optuna.Study) -> dict[str, int]:
-    states = [t.state for t in study.get_trials(deepcopy=False)]
+    """COMPLETE, PRUNED and FAIL first runs (what ``n_trials`` counts), and the baselines' seed repeats."""
+    trials = study.get_trials(deepcopy=False)
+    states = [t.state for t in trials if not is_repeat(t)]
     return {
         "complete": states.count(TrialState.COMPLETE),
         "pruned": states.count(TrialState.PRUNED),
         "failed": states.count(TrialState.FAIL),
+        "repeats": sum(is_repeat(t) for t in trials),
     }
 
 
 def best_rows(study: optuna.Study, objectives: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
     """Best trial (single objective) or the Pareto front, as printable rows, baselines named."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        return {}
-    best = study.best_trials if len(objectives) > 1 else [study.best_trial]
+    trials = first_runs(study)
+    names = [m for m, _ in objectives]
     rows = {}
-    for t in sorted(best, key=lambda t: t.number):
+    for t in front(trials, [d for _, d in objectives]):
         label = f"#{t.number}" + (f" ({t.user_attrs['baseline']})" if t.user_attrs.get("baseline") else "")
-        rows[label] = dict(zip([m for m, _ in objectives], t.values, strict=True))
-    for t in complete:  # the baselines always appear, so the table answers "did the search beat them?"
-        if t.user_attrs.get("baseline"):
-            label = f"#{t.number} ({t.user_attrs['baseline']})"
-            rows.setdefault(label, dict(zip([m for m, _ in objectives], t.values, strict=True)))
+        rows[label] = dict(zip(names, t.values, strict=True))
+    for t in trials:  # the baselines always appear, so the table answers "did the search beat them?"
+        if t.user_attrs.get("baseline") and t.state == TrialState.COMPLETE:
+            rows.setdefault(f"#{t.number} ({t.user_attrs['baseline']})", dict(zip(names, t.values, strict=True)))
     return rows
 
 
-def enqueue_baselines(study: optuna.Study, space: SearchSpace, log) -> list[str]:
-    """Enqueue the literature layer configs (conf/loss/) that fit the space; return their names."""
+def noise_lines(study: optuna.Study, objectives: list[tuple[str, str]]) -> list[str]:
+    """The study's seed noise and, for the best trial on the primary objective, each baseline's verdict.
 
+    "better"/"worse" only beyond the seed noise measured by the baselines' repeats (search/noise.py: a
+    t test at 5% with the pooled seed SD); "within noise" otherwise.
+    """
+    trials = study.get_trials(deepcopy=False)
+    names = [m for m, _ in objectives]
+    floor = noise_floor(trials, names)
+    lines = [f"seed noise (baselines rerun with another seed): {describe(floor)}"]
+    best = front(first_runs(study), [objectives[0][1]])
+    if not best:
+        return lines
+    winner = best[0]
+    for base in (t for t in first_runs(study) if t.user_attrs.get("baseline") and t.state == TrialState.COMPLETE):
+        if base.number == winner.number:
+            continue
+        for i, (metric, direction) in enumerate(objectives):
+            runs = runs_of(base, trials, i)
+            diff = winner.values[i] - sum(runs) / len(runs)
+            verdict = compare(winner.values[i], runs, direction, floor[metric])
+            lines.append(f"  best #{winner.number} vs {base.user_attrs['baseline']} ({len(runs)} seed"
+                         f"{'s' * (len(runs) != 1)}) on {metric}: {format_metric(metric, diff, signed=True)}: {verdict}")
+    return lines
+
+
+def enqueue_baselines(study: optuna.Study, space: SearchSpace, log, seeds: list[int]) -> list[str]:
+    """Enqueue the literature layer configs (conf/loss/) that fit the space; return their names.
+
+    Each baseline runs once per seed in ``seeds``: the first run is a trial like any other, the others are
+    repeats (``repeat_of`` its number), queued right behind it, not counted in ``study.n_trials``: they
+    measure the study's seed noise (search/noise.py).
+    """
     queued = []
     for name in space.baselines:
         literature = literature_loss(name)
@@ -145,7 +179,10 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace, log) -> list[str]
         except NotInSpace as err:
             log(f"baseline {name} does not fit the space ({err}); not enqueued")
             continue
-        study.enqueue_trial(params, user_attrs={"baseline": name})
+        study.enqueue_trial(params, user_attrs={"baseline": name, "seed": seeds[0]})
+        first = max(t.number for t in study.get_trials(deepcopy=False))
+        for seed in seeds[1:]:
+            study.enqueue_trial(params, user_attrs={"baseline": name, "seed": seed, "repeat_of": first})
         queued.append(name)
     return queued
 
@@ -180,6 +217,21 @@ class _Plan:
     url: str
     random_weights: bool
     training: Training
+    baseline_seeds: list[int]
+
+
+def warmup_steps(study_cfg: Mapping[str, Any], trainer: Mapping[str, Any]) -> int:
+    """Training steps before a trial can be pruned: ``study.n_warmup_steps``, or when null
+    ``study.warmup_fraction`` of ``trainer.steps`` (where early evaluations start to predict final ones)."""
+    steps = study_cfg.get("n_warmup_steps")
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise StudyError(f"study.n_warmup_steps must be a whole number >= 0 or null, got {steps!r}")
+        return steps
+    fraction = study_cfg.get("warmup_fraction", 0.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise StudyError(f"study.warmup_fraction must be a number in [0, 1), got {fraction!r}")
+    return math.ceil(fraction * int(trainer["steps"]))
 
 
 def _plan(cfg: Mapping[str, Any], log) -> _Plan:
@@ -190,7 +242,7 @@ def _plan(cfg: Mapping[str, Any], log) -> _Plan:
     objectives = resolve_objectives(study_cfg, training)
     space = SearchSpace.from_config(cfg["search_space"], weights=str(cfg["loss_net"]["weights"]))
     n_trials, n_startup = int(study_cfg["n_trials"]), int(study_cfg.get("n_startup_trials", 4))
-    n_warmup = int(study_cfg.get("n_warmup_steps", 0))
+    n_warmup = warmup_steps(study_cfg, trainer)
     if n_trials < 1:
         raise StudyError(f"study.n_trials must be >= 1, got {n_trials}")
     heartbeat_s = float(study_cfg.get("heartbeat_s") or HEARTBEAT_S)
@@ -206,7 +258,12 @@ def _plan(cfg: Mapping[str, Any], log) -> _Plan:
                          "alembic_version table there: use separate databases (e.g. .../optuna and .../mlflow)")
     check_tracking(str(cfg["tracking"]["uri"]), cfg["tracking"].get("artifacts"))
     random_weights = any_random(space.weights, cfg["metrics"]["lpips"]["weights"])
-    return _Plan(name, objectives, space, n_trials, heartbeat_s, grace_s, sampler, pruner, url, random_weights, training)
+    n_seeds = int(study_cfg.get("baseline_seeds", 1))
+    if n_seeds < 1:
+        raise StudyError(f"study.baseline_seeds must be >= 1, got {n_seeds}")
+    first = int(trainer.get("seed", 0))
+    return _Plan(name, objectives, space, n_trials, heartbeat_s, grace_s, sampler, pruner, url, random_weights,
+                 training, list(range(first, first + n_seeds)))
 
 
 def _lpips_label(cfg: Mapping[str, Any]) -> str:
@@ -259,11 +316,14 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
         if plan.random_weights and not study.user_attrs.get("random_weights"):
             study.set_user_attr("random_weights", True)
         new = not study.get_trials(deepcopy=False)
-        queued = enqueue_baselines(study, plan.space, log) if new else []
+        queued = enqueue_baselines(study, plan.space, log, plan.baseline_seeds) if new else []
     log(f"study {plan.name} in {redact(plan.url)}: {len(study.get_trials(deepcopy=False))} trials so far, objectives "
         + ", ".join(f"{m} ({d})" for m, d in plan.objectives))
     if queued:
-        log(f"enqueued literature baselines first: {', '.join(queued)}")
+        repeats = len(plan.baseline_seeds) - 1
+        log(f"enqueued literature baselines first: {', '.join(queued)}"
+            + (f", each with {repeats} more seed{'s' * (repeats > 1)} to measure the seed noise (not counted in "
+               "study.n_trials)" if repeats else ""))
     if plan.random_weights:
         log(RANDOM_BANNER)
     prepared = Prepared(study, plan.url, plan.objectives, plan.space, plan.random_weights, plan.n_trials,
@@ -301,13 +361,17 @@ def reserve_trial(study: optuna.Study, url: str, n_trials: int) -> tuple[optuna.
 
     Optuna's own ``n_trials`` counts per process, so N workers would run up to N times too many. Counting
     and asking under `storage_lock` makes the check and the new RUNNING trial one step for every worker,
-    so the study ends with exactly ``n_trials`` COMPLETE + PRUNED (a trial that fails frees its slot).
+    so the study ends with exactly ``n_trials`` COMPLETE + PRUNED first runs (a trial that fails frees its
+    slot). The baselines' seed repeats are not counted: one that is next in the queue always runs.
     None with done < n_trials means "the last trials are running elsewhere: wait".
     """
     with storage_lock(url):
-        states = [t.state for t in study.get_trials(deepcopy=False)]
+        trials = study.get_trials(deepcopy=False)
+        states = [t.state for t in trials if not is_repeat(t)]
         done = states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED)
-        if done + states.count(TrialState.RUNNING) >= n_trials:
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        repeat_next = bool(waiting) and is_repeat(min(waiting, key=lambda t: t.number))
+        if done + states.count(TrialState.RUNNING) >= n_trials and not repeat_next:
             return None, done
         return study.ask(), done
 
@@ -317,6 +381,7 @@ def summarize(prep: Prepared) -> SweepResult:
     study, objectives = prep.study, prep.objectives
     result = SweepResult(study.study_name, redact(prep.url), counts(study), best_rows(study, objectives),
                          objectives, prep.random_weights)
+    result.noise_lines = noise_lines(study, objectives)
     result.experiment_id = prep.tracker.experiment_id if prep.tracker else None
     if prep.tracker is not None:
         prep.tracker.backfill(study.get_trials(deepcopy=False), [m for m, _ in objectives])
@@ -365,18 +430,15 @@ def to_plain(value: Any) -> Any:
 
 
 def best_summary(study: optuna.Study, objectives) -> str:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
+    best = front(first_runs(study), [objectives[0][1]])
+    if not best:
         return "no complete trial yet"
-    metric, direction = objectives[0]
-    pick = min if direction == "minimize" else max
-    best = pick(complete, key=lambda t: t.values[0])
-    return f"best {metric} {best.values[0]:.4f} (#{best.number})"
+    return f"best {objectives[0][0]} {format_metric(objectives[0][0], best[0].values[0])} (#{best[0].number})"
 
 
 def log_summary(study, objectives, tracker, url, random_weights) -> None:
     names = [m for m, _ in objectives]
-    best = study.best_trials if len(objectives) > 1 else [study.best_trial]
+    best = front(first_runs(study), [d for _, d in objectives])
     configs = [provenance_config(study, t, names, url) for t in best]
     table = [{"trial": t.number, "baseline": t.user_attrs.get("baseline", ""),
               **dict(zip(names, t.values, strict=True))} for t in best]

@@ -212,3 +212,33 @@ def test_a_function_sweep_with_two_workers_gets_exactly_n_trials(in_tmp, monkeyp
     trials = optuna.load_study(study_name="two", storage=storage).trials
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
     assert len(list((in_tmp / "studies/two/logs").glob("worker-*.log"))) == 2  # two worker processes ran
+
+
+def test_each_baseline_reruns_with_a_second_seed_to_measure_the_noise(in_tmp, capsys):
+    args = ["sweep", *BASE, FN, "trial.fn=user_trainings:steady", "study.name=noise", "study.n_trials=3",
+            "study.baseline_seeds=2", "study.pruner=none"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    trials = trials_of(in_tmp, "noise")
+    first = [t for t in trials if "repeat_of" not in t.user_attrs]
+    repeats = [t for t in trials if "repeat_of" in t.user_attrs]
+    assert [t.user_attrs.get("baseline") for t in trials[:4]] == ["johnson_sr", "johnson_sr", "pixel", "pixel"]
+    assert [(t.user_attrs["repeat_of"], t.user_attrs["seed"]) for t in repeats] == [(0, 1), (2, 1)]
+    assert {t.user_attrs["seed"] for t in first} == {0}
+    assert sum(t.state == TrialState.COMPLETE for t in first) == 3  # repeats are not counted in n_trials
+    assert all(t.state == TrialState.COMPLETE for t in repeats)
+    assert all(not t.intermediate_values for t in repeats)  # never judged by the pruner, nor part of its medians
+    assert repeats[0].params == trials[0].params and repeats[0].values[0] == pytest.approx(trials[0].values[0] + 0.001)
+    calls = [json.loads(line) for line in (in_tmp / "calls.jsonl").read_text().splitlines()]
+    assert [c["seed"] for c in calls][:4] == [0, 1, 0, 1]  # the repeat trains with its own seed
+    assert "3 complete, 0 pruned, 0 failed (+ 2 baseline seed repeats)" in out
+    assert "seed noise (baselines rerun with another seed): quality: seed SD 0.000707 (df 2: 4 runs of 2 configs)" in out
+    # pixel (0.100, 0.101) beats johnson_sr (0.120, 0.121) by far more than t(0.975, 2) * SD * sqrt(1 + 1/2).
+    assert "best #2 vs johnson_sr (2 seeds) on quality: -0.02050: better" in out
+    _, runs = runs_of(in_tmp, "noise")
+    assert runs[1].info.run_name == "#1 johnson_sr, seed 1" and runs[1].data.tags["layersearch.repeat_of"] == "0"
+    # Export and confirm take configs from first runs only.
+    assert main(["confirm", *BASE, FN, "trial.fn=user_trainings:steady", "study.name=noise", "confirm.top_k=1",
+                 "confirm.seeds=2", "confirm.steps=4"]) == 0
+    summary = json.loads((in_tmp / "studies/noise/confirm/confirm.json").read_text())
+    assert sorted(c["trial"] for c in summary["configs"]) == sorted({0, 2} | {summary["configs"][0]["trial"]})
