@@ -33,6 +33,7 @@ from .export import provenance_config
 from .runner import run_trial
 from .space import NotInSpace, SearchSpace
 from .storage import (
+    DB_RETRY_S,
     GRACE_S,
     HEARTBEAT_S,
     StudyError,
@@ -195,7 +196,8 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True) 
     if sqlite_path(url) is None and database_url(url) == database_url(str(cfg["tracking"]["uri"])):
         raise StudyError("study.storage and tracking.uri are the same database; Optuna and MLflow both keep an "
                          "alembic_version table there: use separate databases (e.g. .../optuna and .../mlflow)")
-    storage = open_storage(url, heartbeat_s=heartbeat_s, grace_s=grace_s)
+    retry_s = float(study_cfg.get("db_retry_s", DB_RETRY_S))
+    storage = open_storage(url, heartbeat_s=heartbeat_s, grace_s=grace_s, retry_s=retry_s)
     random_weights = any_random(space.weights, cfg["metrics"]["lpips"]["weights"])
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own console view says what happens
     with storage_lock(url):
@@ -217,7 +219,7 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True) 
     prepared = Prepared(study, url, objectives, space, random_weights, n_trials, grace_s)
     if tracker:
         prepared.tracker = StudyTracker(
-            str(cfg["tracking"]["uri"]), name, redact(url), artifacts=cfg["tracking"].get("artifacts"),
+            str(cfg["tracking"]["uri"]), name, redact(url), artifacts=cfg["tracking"].get("artifacts"), retry_s=retry_s,
             tags={"layersearch.task": _task_label(cfg["task"]),
                   "layersearch.random_weights": str(random_weights).lower(),
                   "layersearch.search_space": str(cfg["search_space"].get("name", "")),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import logging
 import math
 import os
 import re
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from ..errors import LayersearchError
+from .retry import RetryingProxy, outage_for
 from .storage import STORAGE_TIMEOUT_S, database_url, redact, scrub, sqlite_path, storage_lock, within
 
 __all__ = [
@@ -186,6 +188,8 @@ class StudyTracker:
         storage_url: the Optuna storage URL; stored redacted as the tag `layersearch.optuna_storage`.
         tags: experiment tags, copied onto every run, e.g. `{"layersearch.random_weights": "true"}`.
         artifacts: `tracking.artifacts`: where run artifacts go (required with a non-sqlite database store).
+        retry_s: a database store's calls wait out a lost connection this long (`study.db_retry_s`; see
+            `retry`); past it the call is one tolerated MLflow error. An http server's client retries itself.
 
     Raises:
         TrackingError: the store cannot be reached within STORAGE_TIMEOUT_S, or a database store without
@@ -193,7 +197,7 @@ class StudyTracker:
     """
 
     def __init__(self, uri: str, study_name: str, storage_url: str, tags: dict[str, str] | None = None,
-                 artifacts: str | None = None):
+                 artifacts: str | None = None, retry_s: float | None = None):
         self.uri = uri
         self.study_name = study_name
         self.errors = 0  # MLflow errors tolerated so far (see _tolerant)
@@ -207,6 +211,11 @@ class StudyTracker:
         self.client, self.experiment_id = within(
             STORAGE_TIMEOUT_S, self._connect, "tracking store", uri, TrackingError
         )
+        if is_database_uri(uri) and sqlite_path(uri) is None:
+            self.client = RetryingProxy(self.client, outage_for(uri, retry_s))
+            if not os.environ.get("LAYERSEARCH_DEBUG"):
+                # MLflow logs each lost connection with a traceback; the retry says it in one line.
+                logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.run_id: str | None = None
         self._last_step = 0
         self._nonfinite: list[str] = []
