@@ -248,9 +248,32 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
 }
 
 
+_SHOWN: set[tuple[type, str]] = set()
+
+
 def _warning_line(message, category, filename, lineno, file=None, line=None):
-    # One line per warning, without the source line: users see what happened, not where in our code.
+    # One line per warning, without the source line: users see what happened, not where in our code. Each
+    # warning once per process: the "once" filter alone is not enough, since CPython forgets what it showed
+    # whenever any code changes the warning filters (a sweep does, once per trial).
+    if os.environ.get("LAYERSEARCH_DEBUG"):
+        print(f"warning: {message} ({filename}:{lineno})", file=sys.stderr if file is None else file)
+        return
+    if (category, str(message)) in _SHOWN:
+        return
+    _SHOWN.add((category, str(message)))
     print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
+def _quiet_libraries() -> None:
+    """MLflow's INFO lines and its per-run "View run ... at" links repeat what our own lines say.
+
+    Environment variables, so that they hold before mlflow is imported and in the worker and server
+    processes we start. ``LAYERSEARCH_DEBUG=1`` keeps everything.
+    """
+    if os.environ.get("LAYERSEARCH_DEBUG"):
+        return
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -263,7 +286,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"layersearch: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     warnings.showwarning = _warning_line
-    warnings.simplefilter("once", RandomWeightsWarning)
+    warnings.simplefilter("always" if os.environ.get("LAYERSEARCH_DEBUG") else "once", RandomWeightsWarning)
+    _quiet_libraries()
     try:
         return COMMANDS[command](args)
     except KeyboardInterrupt as err:
