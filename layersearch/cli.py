@@ -27,6 +27,7 @@ commands:
   sweep [overrides]               run or resume an Optuna study of short trials, recorded in MLflow
   export [overrides]              write the best layer config of study.name (studies/<name>/best.yaml)
   ui [overrides] [port=5000]      the MLflow dashboard on 127.0.0.1 for study.name
+  dashboard [overrides] [port=8080]  optuna-dashboard on 127.0.0.1 for study.name (history, importances, Pareto)
   confirm [overrides]             retrain study.name's top configs and baselines longer, over seeds: does the winner hold?
   report [overrides]              which layers matter in study.name: studies/<name>/report/index.html
   inspect [overrides]             what each layer keeps of an image (feature/style inversion grid)
@@ -188,7 +189,13 @@ def run_ui(cfg: DictConfig) -> int:
     from .search.tracking import run_ui as serve
 
     check_study_name(cfg.study.name)
-    return serve(str(cfg.tracking.uri), str(cfg.study.name), port=int(cfg.get("port", 5000)))
+    return serve(str(cfg.tracking.uri), str(cfg.study.name), port=cfg.get("port") or 5000)
+
+
+def run_dashboard(cfg: DictConfig) -> int:
+    from .search.dashboard import serve_dashboard
+
+    return serve_dashboard(to_container(cfg.study), str(cfg.paths.studies_dir), port=cfg.get("port"))
 
 
 def run_confirm(cfg: DictConfig) -> int:
@@ -242,6 +249,7 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "sweep": with_config("sweep", run_sweep),
     "export": with_config("export", run_export),
     "ui": with_config("ui", run_ui),
+    "dashboard": with_config("dashboard", run_dashboard),
     "confirm": with_config("confirm", run_confirm),
     "report": with_config("report", run_report),
     "inspect": with_config("inspect", run_inspect),

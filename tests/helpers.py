@@ -108,3 +108,12 @@ class Watched:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         self._reader.join(10)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

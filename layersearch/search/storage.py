@@ -58,6 +58,7 @@ __all__ = [
     "journal_path",
     "load_study",
     "open_storage",
+    "open_study_storage",
     "record_heartbeat",
     "redact",
     "scrub",
@@ -152,14 +153,20 @@ def open_storage(
     return within(STORAGE_TIMEOUT_S, connect, "study storage", url)
 
 
-def load_study(study_cfg: Mapping[str, Any], studies_dir: str | Path) -> tuple[optuna.Study, str]:
-    """An existing study ``study_cfg['name']`` and its storage URL, or a StudyError naming what is there."""
+def open_study_storage(study_cfg: Mapping[str, Any], studies_dir: str | Path) -> tuple[Any, str, str]:
+    """(storage, URL, name) of the existing study ``study_cfg['name']``, or a StudyError naming what is there."""
     url = storage_url(study_cfg, studies_dir)
     name = str(study_cfg["name"])
     storage = open_storage(url, create=False)
     names = optuna.study.get_all_study_names(storage)
     if name not in names:
         raise StudyError(f"no study named {name!r} in {redact(url)}" + (f"; studies there: {', '.join(names)}" if names else ""))
+    return storage, url, name
+
+
+def load_study(study_cfg: Mapping[str, Any], studies_dir: str | Path) -> tuple[optuna.Study, str]:
+    """An existing study ``study_cfg['name']`` and its storage URL, or a StudyError naming what is there."""
+    storage, url, name = open_study_storage(study_cfg, studies_dir)
     return optuna.load_study(study_name=name, storage=storage), url
 
 

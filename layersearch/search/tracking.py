@@ -32,6 +32,7 @@ __all__ = [
     "StudyTracker",
     "TrackingError",
     "artifact_location_for",
+    "check_port",
     "trial_run_name",
     "find_experiment",
     "run_ui",
@@ -566,13 +567,18 @@ def ui_command(uri: str, port: int, host: str = "127.0.0.1") -> list[str]:
             "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
 
 
-def _port_free(host: str, port: int) -> bool:
+def check_port(port: Any, host: str = "127.0.0.1") -> int:
+    """``port`` as a number if it is one, in range and free on ``host``, else a one-line TrackingError."""
+    if isinstance(port, bool) or not str(port).isdigit():
+        raise TrackingError(f"port must be a whole number, got {port!r}")
+    if not 1 <= int(port) <= 65535:
+        raise TrackingError(f"port must be 1..65535, got {port}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
-            s.bind((host, port))
+            s.bind((host, int(port)))
         except OSError:
-            return False
-    return True
+            raise TrackingError(f"port {port} on {host} is already in use; choose another port") from None
+    return int(port)
 
 
 def stop_server(proc: subprocess.Popen, timeout: float = 10) -> None:
@@ -592,10 +598,7 @@ def run_ui(uri: str, study_name: str | None, port: int = 5000, open_for_seconds:
         TrackingError: when the port is already in use.
     """
     host = "127.0.0.1"
-    if not 1 <= int(port) <= 65535:
-        raise TrackingError(f"port must be 1..65535, got {port}")
-    if not _port_free(host, port):
-        raise TrackingError(f"port {port} on {host} is already in use; choose another port")
+    port = check_port(port, host)
     db = sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,6 @@ a guessed time, and kills every process it started.
 
 from __future__ import annotations
 
-import socket
 import urllib.request
 import warnings
 
@@ -15,7 +14,7 @@ import mlflow
 import optuna
 import pytest
 from conftest import PG_PASSWORD, new_db
-from helpers import Watched, console_script
+from helpers import Watched, console_script, free_port
 from optuna.trial import TrialState
 from test_workers import FINISHED, KILL_ARGS, SMOKE, _running_trial_of_a_worker
 
@@ -61,11 +60,6 @@ def test_a_postgres_restart_mid_sweep_is_waited_out(own_postgres, tmp_path):
     _check_study(storage, database_url(tracking), "blip", n_trials)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def _serving(base: str) -> bool:
     try:
@@ -76,7 +70,7 @@ def _serving(base: str) -> bool:
 
 
 def test_an_mlflow_server_restarted_mid_sweep_is_waited_out(tmp_path):
-    port, folder = _free_port(), tmp_path / "server"
+    port, folder = free_port(), tmp_path / "server"
     folder.mkdir()
     backend, base = f"sqlite:///{folder}/mlflow.db", f"http://127.0.0.1:{port}"
     n_trials = 6
