@@ -572,7 +572,7 @@ def check_port(port: Any, host: str = "127.0.0.1") -> int:
     if isinstance(port, bool) or not str(port).isdigit():
         raise TrackingError(f"port must be a whole number, got {port!r}")
     if not 1 <= int(port) <= 65535:
-        raise TrackingError(f"port must be 1..65535, got {port}")
+        raise TrackingError(f"port must be between 1 and 65535, got {port}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
             s.bind((host, int(port)))
