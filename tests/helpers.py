@@ -66,3 +66,72 @@ def wait_until(predicate, what: str, proc: subprocess.Popen | None = None, limit
         if time.monotonic() > end:
             pytest.fail(f"no {what} after {limit:g} s (a hang)")
         time.sleep(0.05)
+
+
+class Watched:
+    """A command run in its own process group, its output collected as it comes.
+
+    Waits stop as soon as the process exits (showing its output), and leaving the block kills the whole
+    group (a sweep's workers, a server's children) if it is still running.
+    """
+
+    def __init__(self, args: list[str], cwd: Path, **env: str):
+        import threading
+
+        self.proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, start_new_session=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self._reader.start()
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, predicate, timeout: float, what: str):
+        """The first true value of ``predicate()``; fails when the process exits first or ``timeout`` passes."""
+        end = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if self.proc.poll() is not None:
+                self._reader.join(10)
+                value = predicate()
+                if value:
+                    return value
+                pytest.fail(f"waiting for {what}: the process exited ({self.proc.returncode}) first:\n"
+                            f"{self.output[-4000:]}")
+            if time.monotonic() > end:
+                pytest.fail(f"waiting for {what}: nothing after {timeout:g} s; output so far:\n{self.output[-4000:]}")
+            time.sleep(0.2)
+
+    def finish(self, timeout: float) -> int:
+        """The exit status, once the process has ended (fails after ``timeout`` with the output)."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running after {timeout:g} s; output so far:\n{self.output[-4000:]}")
+        self._reader.join(10)
+        return self.proc.returncode
+
+    def __enter__(self) -> Watched:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import contextlib
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):  # the group's children too, even if the leader has ended
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._reader.join(10)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -29,6 +29,7 @@ from .noise import compare, describe, is_repeat, noise_floor, runs_of
 from .ranking import first_runs, front
 from .space import NotInSpace, SearchSpace
 from .storage import (
+    DB_RETRY_S,
     GRACE_S,
     HEARTBEAT_S,
     StudyError,
@@ -218,6 +219,7 @@ class _Plan:
     random_weights: bool
     training: Training
     baseline_seeds: list[int]
+    retry_s: float
 
 
 def warmup_steps(study_cfg: Mapping[str, Any], trainer: Mapping[str, Any]) -> int:
@@ -262,8 +264,9 @@ def _plan(cfg: Mapping[str, Any], log) -> _Plan:
     if n_seeds < 1:
         raise StudyError(f"study.baseline_seeds must be >= 1, got {n_seeds}")
     first = int(trainer.get("seed", 0))
+    retry_s = float(study_cfg.get("db_retry_s", DB_RETRY_S))
     return _Plan(name, objectives, space, n_trials, heartbeat_s, grace_s, sampler, pruner, url, random_weights,
-                 training, list(range(first, first + n_seeds)))
+                 training, list(range(first, first + n_seeds)), retry_s)
 
 
 def _lpips_label(cfg: Mapping[str, Any]) -> str:
@@ -286,7 +289,7 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
         prepare_training: False in a launcher that only starts workers (they prepare their own).
     """
     plan = _plan(cfg, log)
-    storage = open_storage(plan.url, heartbeat_s=plan.heartbeat_s, grace_s=plan.grace_s)
+    storage = open_storage(plan.url, heartbeat_s=plan.heartbeat_s, grace_s=plan.grace_s, retry_s=plan.retry_s)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own console view says what happens
     if plan.name in optuna.study.get_all_study_names(storage):
         _check_same_study(optuna.load_study(study_name=plan.name, storage=storage), plan.objectives, cfg,
@@ -301,6 +304,7 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
     if tracker:
         study_tracker = StudyTracker(
             str(cfg["tracking"]["uri"]), plan.name, redact(plan.url), artifacts=cfg["tracking"].get("artifacts"),
+            retry_s=plan.retry_s,
             tags={"layersearch.task": _task_label(cfg, plan.training),
                   "layersearch.random_weights": str(plan.random_weights).lower(),
                   "layersearch.search_space": str(cfg["search_space"].get("name", "")),

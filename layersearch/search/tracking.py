@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import logging
 import math
 import os
 import re
@@ -23,6 +24,7 @@ from typing import Any
 import yaml
 
 from ..errors import LayersearchError
+from .retry import RetryingProxy, outage_for
 from .storage import STORAGE_TIMEOUT_S, database_url, redact, scrub, sqlite_path, storage_lock, within
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "StudyTracker",
     "TrackingError",
     "artifact_location_for",
+    "check_port",
     "check_tracking",
     "probe_tracking",
     "trial_run_name",
@@ -218,6 +221,8 @@ class StudyTracker:
         storage_url: the Optuna storage URL; stored redacted as the tag `layersearch.optuna_storage`.
         tags: experiment tags, copied onto every run, e.g. `{"layersearch.random_weights": "true"}`.
         artifacts: `tracking.artifacts`: where run artifacts go (required with a non-sqlite database store).
+        retry_s: a database store's calls wait out a lost connection this long (`study.db_retry_s`; see
+            `retry`); past it the call is one tolerated MLflow error. An http server's client retries itself.
 
     Raises:
         TrackingError: the store cannot be reached within STORAGE_TIMEOUT_S, or a database store without
@@ -225,7 +230,7 @@ class StudyTracker:
     """
 
     def __init__(self, uri: str, study_name: str, storage_url: str, tags: dict[str, str] | None = None,
-                 artifacts: str | None = None):
+                 artifacts: str | None = None, retry_s: float | None = None):
         self.uri = uri
         self.study_name = study_name
         self.errors = 0  # MLflow errors tolerated so far (see _tolerant)
@@ -237,6 +242,11 @@ class StudyTracker:
         self.client, self.experiment_id = within(
             STORAGE_TIMEOUT_S, self._connect, "tracking store", uri, TrackingError
         )
+        if is_database_uri(uri) and sqlite_path(uri) is None:
+            self.client = RetryingProxy(self.client, outage_for(uri, retry_s))
+            if not os.environ.get("LAYERSEARCH_DEBUG"):
+                # MLflow logs each lost connection with a traceback; the retry says it in one line.
+                logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
         self.run_id: str | None = None
         self._last_step = 0
         self._nonfinite: list[str] = []
@@ -592,13 +602,18 @@ def ui_command(uri: str, port: int, host: str = "127.0.0.1") -> list[str]:
             "--host", host, "--port", str(port), "--workers", "1"]  # fmt: skip
 
 
-def _port_free(host: str, port: int) -> bool:
+def check_port(port: Any, host: str = "127.0.0.1") -> int:
+    """``port`` as a number if it is one, in range and free on ``host``, else a one-line TrackingError."""
+    if isinstance(port, bool) or not str(port).isdigit():
+        raise TrackingError(f"port must be a whole number, got {port!r}")
+    if not 1 <= int(port) <= 65535:
+        raise TrackingError(f"port must be between 1 and 65535, got {port}")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         try:
-            s.bind((host, port))
+            s.bind((host, int(port)))
         except OSError:
-            return False
-    return True
+            raise TrackingError(f"port {port} on {host} is already in use; choose another port") from None
+    return int(port)
 
 
 def stop_server(proc: subprocess.Popen, timeout: float = 10) -> None:
@@ -618,10 +633,7 @@ def run_ui(uri: str, study_name: str | None, port: int = 5000, open_for_seconds:
         TrackingError: when the port is already in use.
     """
     host = "127.0.0.1"
-    if not 1 <= int(port) <= 65535:
-        raise TrackingError(f"port must be 1..65535, got {port}")
-    if not _port_free(host, port):
-        raise TrackingError(f"port {port} on {host} is already in use; choose another port")
+    port = check_port(port, host)
     db = sqlite_path(uri)
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
