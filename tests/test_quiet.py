@@ -26,6 +26,18 @@ def test_building_the_wheel_prints_no_setuptools_warning_and_ships_every_config(
     assert expected and expected <= shipped
 
 
+def test_an_editable_install_prints_no_setuptools_notice(tmp_path):
+    # PEP 660's hook, as `pip install -e .` calls it. A layout that is not a plain .pth (a package-dir mapping)
+    # makes setuptools print "BuildBackendWarning: Editable installation ... Please be careful ...".
+    built = subprocess.run([sys.executable, "-c", "import sys, setuptools.build_meta as b; b.build_editable(sys.argv[1])",
+                            str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stdout[-3000:] + built.stderr[-3000:]
+    output = built.stdout + built.stderr
+    assert "Warning" not in output and "careful" not in output, output[-3000:]
+    [wheel] = tmp_path.glob("layersearch-*.whl")
+    assert any(n.endswith(".pth") for n in zipfile.ZipFile(wheel).namelist())
+
+
 def test_a_sweep_prints_no_mlflow_info_and_each_warning_once(tmp_path):
     # Progress bars and the quickstart's sizes: the setting where the random-weights warning came once per
     # trial (CPython forgets a "once" warning whenever warning filters change, and a sweep changes them).
