@@ -34,6 +34,7 @@ from .storage import (
     check_study_name,
     database_url,
     fail_dead_trials,
+    journal_path,
     open_storage,
     redact,
     sqlite_path,
@@ -221,9 +222,15 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
         prepare_training: False in a launcher that only starts workers (they prepare their own).
     """
     plan = _plan(cfg, log)
-    storage = open_storage(plan.url, heartbeat_s=plan.heartbeat_s, grace_s=plan.grace_s, retry_s=plan.retry_s)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own console view says what happens
-    if plan.name in optuna.study.get_all_study_names(storage):
+
+    def storage_now() -> optuna.storages.BaseStorage:
+        return open_storage(plan.url, heartbeat_s=plan.heartbeat_s, grace_s=plan.grace_s, retry_s=plan.retry_s)
+
+    # A server is tested first (it may be unreachable); a study file is only created once all else is known.
+    local = sqlite_path(plan.url) or journal_path(plan.url)
+    storage = storage_now() if local is None or local.exists() else None
+    if storage is not None and plan.name in optuna.study.get_all_study_names(storage):
         _check_same_study(optuna.load_study(study_name=plan.name, storage=storage), plan.objectives, cfg,
                           plan.training)
     if tracker:
@@ -232,6 +239,7 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
         plan.training.prepare()
         for arch in plan.space.archs:  # the loss network's weights: offline ImageNet fails here, not in trial 0
             features_state_dict(arch, plan.space.weights)
+    storage = storage or storage_now()
     study_tracker = None
     if tracker:
         study_tracker = StudyTracker(
