@@ -3,7 +3,8 @@
 # PYTHON (default python3) makes the venv. If it already has torch (a GPU machine's image: no second torch to
 # download), the venv uses that one: --system-site-packages, and a .pth naming PYTHON's own site folders, which
 # a venv made from a python that is itself a venv (/opt/torch/.venv, say) would not see otherwise.
-# PIP_ARGS="--no-index --find-links .whl" installs the other packages from wheels, without a package index.
+# PIP_ARGS="--no-index --find-links .whl" installs the other packages from wheels, without a package index;
+# EXTRAS= leaves out the dev tools (ruff, import-linter, psycopg, submitit): fewer wheels to carry there.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
@@ -13,4 +14,4 @@ if [[ ! -x .venv/bin/python ]] && "$PYTHON" -c "import torch" 2>/dev/null; then
   "$PYTHON" -c 'import site; print("\n".join([*site.getsitepackages(), site.getusersitepackages()]))' \
     >"$site/_machine_packages.pth"
 fi
-make .venv/.installed PYTHON="$PYTHON" PIP_ARGS="${PIP_ARGS:-}"
+make .venv/.installed PYTHON="$PYTHON" PIP_ARGS="${PIP_ARGS:-}" EXTRAS="${EXTRAS-dev}"
