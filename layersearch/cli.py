@@ -191,7 +191,8 @@ def run_ui(cfg: DictConfig) -> int:
     from .search.tracking import run_ui as serve
 
     check_study_name(cfg.study.name)
-    return serve(str(cfg.tracking.uri), str(cfg.study.name), port=cfg.get("port") or 5000)
+    port = cfg.get("port")
+    return serve(str(cfg.tracking.uri), str(cfg.study.name), port=5000 if port is None else port)
 
 
 def run_dashboard(cfg: DictConfig) -> int:

@@ -82,12 +82,15 @@ NOT_CALLABLE = 3
 
 
 def waits_for_file(t):
-    """Reports once, then blocks until ``<trial dir>/go`` exists: a trial that is mid-run for as long as a
-    test needs, with no guess of how long that is."""
+    """Reports once, writes ``<trial dir>/started`` (its process id), then blocks until the file named by
+    ``USER_TRAININGS_GO`` (else ``<trial dir>/go``) exists: a trial that is mid-run for as long as a test needs,
+    with no guess of how long that is."""
     t.report(1, quality=score_of(t))
     t.dir.mkdir(parents=True, exist_ok=True)
-    (t.dir / "started").write_text(str(os.getpid()))
-    while not (t.dir / "go").exists():
+    (t.dir / "started.tmp").write_text(str(os.getpid()))
+    os.replace(t.dir / "started.tmp", t.dir / "started")
+    go = os.environ.get("USER_TRAININGS_GO") or str(t.dir / "go")
+    while not os.path.exists(go):
         time.sleep(0.05)
     return {"quality": score_of(t)}
 

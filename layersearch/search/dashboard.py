@@ -54,7 +54,7 @@ def serve_dashboard(study_cfg: Mapping[str, Any], studies_dir: str | Path, port:
     """
     from optuna_dashboard import wsgi
 
-    host, port = "127.0.0.1", check_port(port or DEFAULT_PORT)
+    host, port = "127.0.0.1", check_port(DEFAULT_PORT if port is None else port)
     storage, url, name = open_study_storage(study_cfg, studies_dir)
     study_id = storage.get_study_id_from_name(name)
     try:

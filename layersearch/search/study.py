@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
@@ -20,13 +20,11 @@ from tqdm.auto import tqdm
 from ..config import literature_loss
 from ..lossnet.loss import LossConfig
 from ..lossnet.weights import any_random, features_state_dict, weights_label
-from ..outputs import RANDOM_BANNER, format_metric
+from ..outputs import RANDOM_BANNER
 from ..trial.kinds import Training, make_training
 from ..trial.metrics import METRIC_DIRECTIONS
 from .algorithms import make_pruner, make_sampler
-from .export import provenance_config
-from .noise import compare, describe, is_repeat, noise_floor, runs_of
-from .ranking import first_runs, front
+from .noise import is_repeat
 from .space import NotInSpace, SearchSpace
 from .storage import (
     DB_RETRY_S,
@@ -36,12 +34,14 @@ from .storage import (
     check_study_name,
     database_url,
     fail_dead_trials,
+    journal_path,
     open_storage,
     redact,
     sqlite_path,
     storage_lock,
     storage_url,
 )
+from .summary import SweepResult, best_rows, counts, log_summary, noise_lines
 from .tracking import StudyTracker, check_tracking, probe_tracking
 
 __all__ = ["Prepared", "SweepResult", "enqueue_baselines", "prepare_study", "reserve_trial", "resolve_objectives",
@@ -94,73 +94,6 @@ def resolve_objectives(study_cfg: Mapping[str, Any], training: Training) -> list
                          f"say whether to minimize or maximize each objective, e.g. study.directions="
                          f"[{','.join('maximize' if n in unknown else METRIC_DIRECTIONS[n] for n in names)}]")
     return [(n, METRIC_DIRECTIONS[n]) for n in names]
-
-
-@dataclass
-class SweepResult:
-    study_name: str
-    storage: str
-    counts: dict[str, int]
-    best_rows: dict[str, dict[str, float]]
-    objectives: list[tuple[str, str]]
-    random_weights: bool
-    seconds_total: float = 0.0
-    seconds_in_training: float = 0.0
-    ran_trials: int = 0
-    experiment_id: str | None = None
-    noise_lines: list[str] = field(default_factory=list)  # seed noise and the best trial vs each baseline
-
-
-def counts(study: optuna.Study) -> dict[str, int]:
-    """COMPLETE, PRUNED and FAIL first runs (what ``n_trials`` counts), and the baselines' seed repeats."""
-    trials = study.get_trials(deepcopy=False)
-    states = [t.state for t in trials if not is_repeat(t)]
-    return {
-        "complete": states.count(TrialState.COMPLETE),
-        "pruned": states.count(TrialState.PRUNED),
-        "failed": states.count(TrialState.FAIL),
-        "repeats": sum(is_repeat(t) for t in trials),
-    }
-
-
-def best_rows(study: optuna.Study, objectives: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
-    """Best trial (single objective) or the Pareto front, as printable rows, baselines named."""
-    trials = first_runs(study)
-    names = [m for m, _ in objectives]
-    rows = {}
-    for t in front(trials, [d for _, d in objectives]):
-        label = f"#{t.number}" + (f" ({t.user_attrs['baseline']})" if t.user_attrs.get("baseline") else "")
-        rows[label] = dict(zip(names, t.values, strict=True))
-    for t in trials:  # the baselines always appear, so the table answers "did the search beat them?"
-        if t.user_attrs.get("baseline") and t.state == TrialState.COMPLETE:
-            rows.setdefault(f"#{t.number} ({t.user_attrs['baseline']})", dict(zip(names, t.values, strict=True)))
-    return rows
-
-
-def noise_lines(study: optuna.Study, objectives: list[tuple[str, str]]) -> list[str]:
-    """The study's seed noise and, for the best trial on the primary objective, each baseline's verdict.
-
-    "better"/"worse" only beyond the seed noise measured by the baselines' repeats (search/noise.py: a
-    t test at 5% with the pooled seed SD); "within noise" otherwise.
-    """
-    trials = study.get_trials(deepcopy=False)
-    names = [m for m, _ in objectives]
-    floor = noise_floor(trials, names)
-    lines = [f"seed noise (baselines rerun with another seed): {describe(floor)}"]
-    best = front(first_runs(study), [objectives[0][1]])
-    if not best:
-        return lines
-    winner = best[0]
-    for base in (t for t in first_runs(study) if t.user_attrs.get("baseline") and t.state == TrialState.COMPLETE):
-        if base.number == winner.number:
-            continue
-        for i, (metric, direction) in enumerate(objectives):
-            runs = runs_of(base, trials, i)
-            diff = winner.values[i] - sum(runs) / len(runs)
-            verdict = compare(winner.values[i], runs, direction, floor[metric])
-            lines.append(f"  best #{winner.number} vs {base.user_attrs['baseline']} ({len(runs)} seed"
-                         f"{'s' * (len(runs) != 1)}) on {metric}: {format_metric(metric, diff, signed=True)}: {verdict}")
-    return lines
 
 
 def enqueue_baselines(study: optuna.Study, space: SearchSpace, log, seeds: list[int]) -> list[str]:
@@ -289,9 +222,15 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
         prepare_training: False in a launcher that only starts workers (they prepare their own).
     """
     plan = _plan(cfg, log)
-    storage = open_storage(plan.url, heartbeat_s=plan.heartbeat_s, grace_s=plan.grace_s, retry_s=plan.retry_s)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own console view says what happens
-    if plan.name in optuna.study.get_all_study_names(storage):
+
+    def storage_now() -> optuna.storages.BaseStorage:
+        return open_storage(plan.url, heartbeat_s=plan.heartbeat_s, grace_s=plan.grace_s, retry_s=plan.retry_s)
+
+    # A server is tested first (it may be unreachable); a study file is only created once all else is known.
+    local = sqlite_path(plan.url) or journal_path(plan.url)
+    storage = storage_now() if local is None or local.exists() else None
+    if storage is not None and plan.name in optuna.study.get_all_study_names(storage):
         _check_same_study(optuna.load_study(study_name=plan.name, storage=storage), plan.objectives, cfg,
                           plan.training)
     if tracker:
@@ -300,6 +239,7 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
         plan.training.prepare()
         for arch in plan.space.archs:  # the loss network's weights: offline ImageNet fails here, not in trial 0
             features_state_dict(arch, plan.space.weights)
+    storage = storage or storage_now()
     study_tracker = None
     if tracker:
         study_tracker = StudyTracker(
@@ -380,25 +320,6 @@ def reserve_trial(study: optuna.Study, url: str, n_trials: int) -> tuple[optuna.
         return study.ask(), done
 
 
-def summarize(prep: Prepared) -> SweepResult:
-    """The study's counts and best rows as they stand (after the workers), summary run refreshed."""
-    study, objectives = prep.study, prep.objectives
-    result = SweepResult(study.study_name, redact(prep.url), counts(study), best_rows(study, objectives),
-                         objectives, prep.random_weights)
-    result.noise_lines = noise_lines(study, objectives)
-    result.experiment_id = prep.tracker.experiment_id if prep.tracker else None
-    if prep.tracker is not None:
-        prep.tracker.backfill(study.get_trials(deepcopy=False), [m for m, _ in objectives])
-        if result.best_rows:
-            log_summary(study, objectives, prep.tracker, prep.url, prep.random_weights)
-    return result
-
-
-def last_fail_reason(study: optuna.Study) -> str:
-    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-    return failed[-1].user_attrs.get("fail_reason", "unknown") if failed else "unknown"
-
-
 def _check_same_study(study: optuna.Study, objectives, cfg, training: Training) -> None:
     """A resumed study must keep its objectives, search space and kind of training, or its trials mean
     different things; a new one records them (confirm, report and export read them back)."""
@@ -433,19 +354,15 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def best_summary(study: optuna.Study, objectives) -> str:
-    best = front(first_runs(study), [objectives[0][1]])
-    if not best:
-        return "no complete trial yet"
-    return f"best {objectives[0][0]} {format_metric(objectives[0][0], best[0].values[0])} (#{best[0].number})"
-
-
-def log_summary(study, objectives, tracker, url, random_weights) -> None:
-    names = [m for m, _ in objectives]
-    best = front(first_runs(study), [d for _, d in objectives])
-    configs = [provenance_config(study, t, names, url) for t in best]
-    table = [{"trial": t.number, "baseline": t.user_attrs.get("baseline", ""),
-              **dict(zip(names, t.values, strict=True))} for t in best]
-    # Locked: two workers finishing together would each replace the summary run and leave two.
-    with storage_lock(tracker.uri):
-        tracker.log_summary(configs, table, redact(url), extra_params={"random_weights": str(random_weights).lower()})
+def summarize(prep: Prepared) -> SweepResult:
+    """The study's counts and best rows as they stand (after the workers), summary run refreshed."""
+    study, objectives = prep.study, prep.objectives
+    result = SweepResult(study.study_name, redact(prep.url), counts(study), best_rows(study, objectives),
+                         objectives, prep.random_weights)
+    result.noise_lines = noise_lines(study, objectives)
+    result.experiment_id = prep.tracker.experiment_id if prep.tracker else None
+    if prep.tracker is not None:
+        prep.tracker.backfill(study.get_trials(deepcopy=False), [m for m, _ in objectives])
+        if result.best_rows:
+            log_summary(study, objectives, prep.tracker, prep.url, prep.random_weights)
+    return result

@@ -163,7 +163,7 @@ def test_the_python_api_returns_the_result_the_cli_prints(in_tmp):
     result = layersearch.sweep(user_trainings.steady, overrides=[*BASE, "study.name=api", "study.n_trials=3",
                                                                  "study.pruner=none"])
     assert isinstance(result, layersearch.SweepResult)
-    assert result.counts == {"complete": 3, "pruned": 0, "failed": 0}
+    assert result.counts == {"complete": 3, "pruned": 0, "failed": 0, "repeats": 0}
     assert result.objectives == [("quality", "minimize")]
     best = min(t.values[0] for t in trials_of(in_tmp, "api"))
     assert min(row["quality"] for row in result.best_rows.values()) == pytest.approx(best)
