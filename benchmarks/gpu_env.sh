@@ -9,7 +9,10 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 PYTHON=${PYTHON:-python3}
 if [[ ! -x .venv/bin/python ]] && "$PYTHON" -c "import torch" 2>/dev/null; then
-  make .venv/bin/python PYTHON="$PYTHON" VENV_ARGS=--system-site-packages
+  venv_args=--system-site-packages
+  # Its own pip serves too, through the .pth below: no ensurepip needed, which some images leave out.
+  if "$PYTHON" -m pip --version >/dev/null 2>&1; then venv_args="$venv_args --without-pip"; fi
+  make .venv/bin/python PYTHON="$PYTHON" VENV_ARGS="$venv_args"
   site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   "$PYTHON" -c 'import site; print("\n".join([*site.getsitepackages(), site.getusersitepackages()]))' \
     >"$site/_machine_packages.pth"
