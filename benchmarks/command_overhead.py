@@ -7,11 +7,13 @@ step count calibrated so that the in-process run takes about ``--seconds`` (the 
 side pays what every command trial pays: a new Python, torch and layersearch imports, weights initialised.
 
     .venv/bin/python benchmarks/command_overhead.py [--seconds 30] [--repeats 3] [--out FILE]
+        [--device cuda --batch-size 16 --crop 96 --size 256]   # a GPU-sized run (benchmarks/gpu.sh)
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import statistics
 import sys
@@ -31,13 +33,18 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=30.0, help="target length of one in-process trial")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=None, help="also write the lines printed to this file")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda: the trial's device, on both sides")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--crop", type=int, default=32, help="training crop in px")
+    parser.add_argument("--size", type=int, default=128, help="the photos are resized to this many px")
     args = parser.parse_args()
+    size = {"batch_size": args.batch_size, "crop": args.crop, "size": args.size}
     warnings.simplefilter("ignore")
 
     from layersearch.search.outcome import run_training
     from layersearch.trial.command import CommandTraining
     from layersearch.trial.handle import Trial
-    from layersearch.trial.python import PythonTraining
+    from layersearch.trial.python import PythonTraining, resolve_function
 
     lines: list[str] = []
 
@@ -51,11 +58,13 @@ def main() -> int:
     def trial(steps: int) -> Trial:
         number = next(counter)
         return Trial(number=number, study_name="bench", params={}, layer_config=LAYERS, steps=steps, seed=0,
-                     device="cpu", dir=work / f"t{number}", objectives=["lpips", "psnr_y"],
+                     device=args.device, dir=work / f"t{number}", objectives=["lpips", "psnr_y"],
                      reporter=lambda step, values: None, lpips=LPIPS)
 
-    in_process = PythonTraining(f"{SCRIPT}:train")
-    command = CommandTraining({"cmd": f"{sys.executable} {SCRIPT}", "poll_s": 1.0, "kill_grace_s": 10.0}, LPIPS)
+    in_process = PythonTraining(functools.partial(resolve_function(f"{SCRIPT}:train"), **size))
+    flags = f"--batch-size {args.batch_size} --crop {args.crop} --size {args.size}"
+    command = CommandTraining({"cmd": f"{sys.executable} {SCRIPT} {flags}", "poll_s": 1.0, "kill_grace_s": 10.0},
+                              LPIPS)
     in_process.check()
     command.check()
 
@@ -69,7 +78,8 @@ def main() -> int:
     calibration, _ = timed(in_process, 100)
     steps = max(20, round(100 * args.seconds / calibration))
     say(f"command trial vs the same training in-process (examples/denoise_script/train.py, relu2_2, random "
-        f"weights), {steps} steps (~{args.seconds:g} s in-process), {args.repeats} interleaved repeats, "
+        f"weights, on {args.device}, batch {args.batch_size}, {args.crop} px crops), {steps} steps "
+        f"(~{args.seconds:g} s in-process), {args.repeats} interleaved repeats, "
         f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start")
     ours, theirs, same = [], [], True
     for r in range(args.repeats):
@@ -82,7 +92,9 @@ def main() -> int:
     a, b = statistics.median(ours), statistics.median(theirs)
     say(f"median: in-process {a:.2f} s, command {b:.2f} s: the command trial takes {b / a:.3f}x "
         f"({100 * (b / a - 1):+.1f}%; {b - a:.2f} s per trial, a fixed cost that a longer trial spreads)")
-    say(f"same final scores in both: {'yes' if same else 'NO'}; load average {os.getloadavg()[0]:.2f} at the end")
+    # CUDA kernels need not be deterministic (cuDNN picks algorithms at run time): there, scores may differ a little.
+    note = " (CUDA: kernels need not be deterministic)" if args.device.startswith("cuda") and not same else ""
+    say(f"same final scores in both: {'yes' if same else 'NO'}{note}; load average {os.getloadavg()[0]:.2f} at the end")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text("\n".join(lines) + "\n")

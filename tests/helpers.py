@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from layersearch.config import compose_config, to_container
 
@@ -17,6 +18,18 @@ from layersearch.config import compose_config, to_container
 def smoke(*overrides: str) -> dict:
     """The composed config of the tiny random-weights preset, as a plain dict."""
     return to_container(compose_config(["preset=smoke", *overrides]))
+
+
+def fake_gpus(monkeypatch, names: list[str], capability: tuple[int, int] = (9, 0)) -> None:
+    """This process sees ``names`` as cuda:0, cuda:1, ... (nothing is allocated: only the queries answer)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: bool(names))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(names))
+
+    def name(device=None) -> str:
+        return names[device if isinstance(device, int) else torch.device(device or "cuda").index or 0]
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
 
 
 def console_script() -> str:

@@ -21,16 +21,59 @@ def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.mark.slow
-def test_gpu_script_dry_run_prints_every_section():
-    out = _run(["bash", "benchmarks/gpu.sh", "--dry"], timeout=900).stdout
-    assert "DRY RUN" in out
-    assert "== step time" in out and "== trials per hour" in out
-    for variant in ("fp32", "bf16", "bf16 + channels_last", "bf16 + channels_last + compile"):
+def _clone(tmp_path: Path) -> Path:
+    """A fresh clone of this checkout's HEAD: what a lent GPU machine gets (no .venv, nothing built)."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, capture_output=True, timeout=300)
+    assert not (clone / ".venv").exists()
+    return clone
+
+
+@pytest.mark.slow  # a fresh clone makes its own .venv (2-3 min from pip's cache), then the dry run (~3 min)
+def test_gpu_script_dry_run_from_a_fresh_clone_prints_every_section(tmp_path):
+    clone = _clone(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VIRTUAL_ENV")}  # the machine's python3
+    proc = subprocess.run(["bash", "benchmarks/gpu.sh", "--dry"], cwd=clone, capture_output=True, text=True,
+                          timeout=1500, env={**env, "PYTHONUNBUFFERED": "1"})
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert (clone / ".venv/.installed").exists() and "DRY RUN" in out
+    for heading in ("== environment", "== CUDA tests", "== step time", "== trials per hour", "== one command trial",
+                    "== torch.compile, last"):
+        assert heading in out, heading
+    assert re.search(r"^\d+ skipped", out, re.MULTILINE)  # the CUDA tests ran (and skip on the CPU)
+    for variant in ("fp32", "bf16", "fp32 + channels_last", "bf16 + channels_last"):
         assert any(re.fullmatch(rf"{re.escape(variant)}\s+[\d.]+\s+([\d.]+x|n/a)", line) for line in out.splitlines()), variant
+    compiled = [line for line in out.splitlines() if line.startswith("bf16 + channels_last + compile")]
+    failed = [line for line in out.splitlines() if line.startswith("torch.compile failed here")]
+    assert compiled or failed  # a number, or the one line saying why not
     rows = [line.split() for line in out.splitlines() if line[:2] in ("1 ", "2 ", "4 ")]
     assert [int(r[0]) for r in rows] == [1, 2, 4]
-    assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+    assert all(float(r[1]) > 0 and float(r[2]) > 0 and r[3].endswith("x") for r in rows)
+    assert rows[0][3] == "1.00x"
+    assert re.search(r"the command trial takes [\d.]+x", out)
+    assert "FAILED" not in proc.stderr
+
+
+@pytest.mark.slow  # a fresh clone and a venv that borrows this one's packages: ~1 min
+def test_gpu_environment_borrows_the_torch_of_a_python_that_has_one(tmp_path):
+    # A lent GPU machine's python3 is itself a venv holding torch (/opt/torch/.venv): the clone's .venv must use
+    # that torch, not install another, and the clone's own code.
+    clone = _clone(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    proc = subprocess.run(["bash", "benchmarks/gpu_env.sh"], cwd=clone, capture_output=True, text=True,
+                          timeout=900, env={**env, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    import torch
+
+    where = subprocess.run([str(clone / ".venv/bin/python"), "-c",
+                            "import torch, layersearch; print(torch.__file__); print(layersearch.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert where.returncode == 0, where.stderr[-2000:]
+    torch_file, package_file = where.stdout.split()
+    assert torch_file == torch.__file__  # borrowed, not installed again
+    assert Path(package_file).resolve().is_relative_to(clone.resolve())
+    assert (clone / ".venv/bin/layersearch").exists()
 
 
 def test_gpu_script_refuses_unknown_arguments():

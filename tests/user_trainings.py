@@ -93,3 +93,16 @@ def waits_for_file(t):
     while not os.path.exists(go):
         time.sleep(0.05)
     return {"quality": score_of(t)}
+
+
+def sees_devices(t) -> dict[str, float]:
+    """Records what the worker sees (tests/trial/test_cuda.py: worker pinning on a real GPU)."""
+    import torch
+
+    with open(os.environ["USER_TRAININGS_LOG"], "a") as handle:
+        handle.write(json.dumps({"pid": os.getpid(), "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                 "count": torch.cuda.device_count(), "device": str(t.device),
+                                 "share": os.environ.get("LAYERSEARCH_TRIALS_PER_DEVICE"),
+                                 "omp": os.environ.get("OMP_NUM_THREADS")}) + "\n")
+    t.report(1, quality=score_of(t))
+    return {"quality": score_of(t)}

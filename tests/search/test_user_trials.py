@@ -17,6 +17,7 @@ from optuna.trial import TrialState
 
 import layersearch
 from layersearch.cli import main
+from layersearch.trial.train import resolve_device
 
 FN = "trial=python"
 BASE = ["preset=smoke", "study.objectives=[quality]", "study.directions=[minimize]", "trainer.steps=6"]  # + tracking.uri
@@ -55,7 +56,7 @@ def test_a_function_sweep_runs_baselines_first_reports_and_records_everything(in
     assert study.directions == [optuna.study.StudyDirection.MINIMIZE]
     calls = [json.loads(line) for line in (in_tmp / "calls.jsonl").read_text().splitlines()]
     assert [c["number"] for c in calls] == [0, 1, 2, 3]
-    assert {c["steps"] for c in calls} == {6} and {c["seed"] for c in calls} == {0} and calls[0]["device"] == "cpu"
+    assert {c["steps"] for c in calls} == {6} and {c["seed"] for c in calls} == {0} and calls[0]["device"] == str(resolve_device("auto"))
     assert calls[0]["layers"] == ["relu2_2"]
     for t, call in zip(trials, calls, strict=True):
         expected = 0.1 + 0.01 * sum(int(n[4]) for n in call["layers"])

@@ -185,7 +185,23 @@ def test_sigterm_handler_raises_interrupted():
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
 
 
-def test_out_of_memory_fails_the_trial_frees_memory_and_the_sweep_goes_on(tmp_path, monkeypatch, mlflow_uri):
+OUT_OF_MEMORY = {
+    "allocator": torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    "cublas": RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    "cudnn": RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+    "cuda runtime": RuntimeError("CUDA error: out of memory\nCompile with `TORCH_USE_CUDA_DSA` to enable..."),
+    "host": RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                         "you tried to allocate 29000000000 bytes"),
+}
+
+
+def _fresh(err: BaseException) -> BaseException:
+    # A new instance per raise: a raised exception keeps its traceback, and with it the frames' tensors.
+    return type(err)(*err.args)
+
+
+@pytest.mark.parametrize("kind", ["allocator", "cublas"])
+def test_out_of_memory_fails_the_trial_frees_memory_and_the_sweep_goes_on(tmp_path, monkeypatch, mlflow_uri, kind):
     monkeypatch.chdir(tmp_path)
     real_train = builtin.train
     calls = {"n": 0, "empty_cache": 0}
@@ -193,7 +209,7 @@ def test_out_of_memory_fails_the_trial_frees_memory_and_the_sweep_goes_on(tmp_pa
     def train(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 1:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise _fresh(OUT_OF_MEMORY[kind])
         return real_train(*args, **kwargs)
 
     real_free = outcome.free_memory
@@ -204,13 +220,46 @@ def test_out_of_memory_fails_the_trial_frees_memory_and_the_sweep_goes_on(tmp_pa
 
     monkeypatch.setattr(builtin, "train", train)
     monkeypatch.setattr(outcome, "free_memory", free_memory)
-    assert main(["sweep", *SMOKE, "study.name=oom", "study.n_trials=2", f"tracking.uri={mlflow_uri}"]) == 0
-    trials = optuna.load_study(study_name="oom", storage=f"sqlite:///{tmp_path}/studies/oom/optuna.db").trials
+    name = f"oom_{kind}"
+    assert main(["sweep", *SMOKE, f"study.name={name}", "study.n_trials=2", f"tracking.uri={mlflow_uri}"]) == 0
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/studies/{name}/optuna.db").trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
-    assert trials[0].user_attrs["fail_reason"].startswith("out of memory: CUDA out of memory")
+    reason = " ".join(str(OUT_OF_MEMORY[kind]).split())
+    assert trials[0].user_attrs["fail_reason"] == f"out of memory: {reason}"
     assert calls["free"] == 1
-    runs = {int(r.data.tags["layersearch.trial"]): r for r in _mlflow_runs(mlflow_uri, "oom")}
+    runs = {int(r.data.tags["layersearch.trial"]): r for r in _mlflow_runs(mlflow_uri, name)}
     assert runs[0].info.status == "FAILED" and "out of memory" in runs[0].data.tags["layersearch.reason"]
+
+
+def test_what_counts_as_out_of_memory():
+    assert all(outcome.is_out_of_memory(err) for err in OUT_OF_MEMORY.values())
+    assert torch.OutOfMemoryError is torch.cuda.OutOfMemoryError  # one class: catching one catches both
+    for other in (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), ValueError("CUDA out of memory"),
+                  RuntimeError("CUDA error: device-side assert triggered"), MemoryError()):
+        assert not outcome.is_out_of_memory(other), other
+
+
+def test_a_failed_trial_leaves_nothing_alive_when_the_next_one_starts(tmp_path):
+    import weakref
+
+    from layersearch.trial.handle import Trial
+
+    held = []
+
+    class Training:
+        kind, user_code = "builtin", False
+
+        def __call__(self, trial):
+            activations = torch.ones(1024, 1024)  # what a trial holds when the allocation after it fails
+            held.append(weakref.ref(activations))
+            raise _fresh(OUT_OF_MEMORY["cublas"])
+
+    trial = Trial(number=0, study_name="s", params={}, layer_config={"content_layers": {}, "pixel_weight": 1.0},
+                  steps=1, seed=0, device="cpu", dir=tmp_path, objectives=["lpips"])
+    result = outcome.run_training(Training(), trial)
+    assert result.state == "FAIL" and result.reason.startswith("out of memory: CUDA error: CUBLAS_STATUS_ALLOC")
+    assert result.bug is None  # layersearch's own training: still not a bug, the sweep goes on
+    assert held and held[0]() is None  # the traceback's frames were let go, so the memory was given back
 
 
 def test_free_memory_empties_the_cuda_cache(monkeypatch):
