@@ -1,5 +1,11 @@
 # The README's two set-up commands: `make demo` and `make test`. Both create .venv if missing.
 PYTHON ?= python3
+# VENV_ARGS=--system-site-packages lets the venv use a torch the machine already has (benchmarks/gpu.sh);
+# PIP_ARGS="--no-index --find-links DIR" installs from wheels in DIR on a machine without a package index;
+# EXTRAS= leaves out the dev tools (fewer wheels to carry to such a machine; `make test` then lacks them).
+VENV_ARGS ?=
+PIP_ARGS ?=
+EXTRAS ?= dev
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -7,12 +13,12 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test lint clean bench bench-pruning tables
 
 $(BIN)/python:
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
 
 # Reinstall only when the package metadata changes; the install is editable, so code edits need none.
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q $(PIP_ARGS) --upgrade pip
+	$(BIN)/python -m pip install -q $(PIP_ARGS) -e '.$(if $(EXTRAS),[$(EXTRAS)])'
 	touch $(STAMP)
 
 # OFFLINE=1: no ImageNet weights can be fetched, so run the same sweep with random weights (labelled).

@@ -1,37 +1,44 @@
-"""`make bench-pruning`: does median pruning pay? The same sweep twice, pruner median vs none.
+"""`make bench-pruning`: does median pruning pay, and does it keep the answer? The same sweep, pruned and not.
 
-    .venv/bin/python benchmarks/pruning.py [--seeds 2] [--sampler-seeds 1] [overrides ...]
+    .venv/bin/python benchmarks/pruning.py [--sampler-seeds 3] [--out FILE] [overrides ...]
 
-Runs ``layersearch sweep preset=quickstart`` (random weights, labelled) twice with the same sampler seed,
-``study.pruner=median`` and ``study.pruner=none``, in a temporary studies folder, then reads both studies
-and prints the training steps each spent (a trial's last reported step: a complete trial ran all its steps,
-a pruned one stopped at its last evaluation) and the best value of each objective found. Noise: the
-unpruned study's best layer config is trained again with ``--seeds`` other trainer seeds; the spread of its
-primary objective over the seeds says how far apart two best values may be by chance alone.
-One sampler seed is one trajectory of the sampler, and the steps saved vary between trajectories:
-``--sampler-seeds N`` runs the pair for ``study.seed`` = 0..N-1 and also prints the mean saving.
-Extra arguments are Hydra overrides for both sweeps (e.g. ``study.n_trials=12 trainer.steps=100``).
+For each sampler seed (``study.seed`` = 0..N-1) it runs ``layersearch sweep preset=quickstart`` (random
+weights, labelled) twice in a temporary studies folder, ``study.pruner=none`` and ``study.pruner=median``
+(with the study's default warm-up), and prints:
+
+1. how early evaluations predict final ones, from the unpruned study: at each evaluation step, Spearman's
+   rank correlation between the trials' primary objective at that step and at the end, and the warm-up
+   this suggests (the first step where the mean correlation over sampler seeds reaches ``--min-rho``);
+2. the training steps each study spent (a complete trial ran all its steps, a pruned one stopped at its last
+   evaluation) and the best value of each objective, with the study's seed noise (the baselines' repeats);
+3. whether the answer is kept: how many of the unpruned study's top 3 configs are in the pruned study's top 3,
+   and how many per-layer effects (layersearch report's joint model) have the same sign in both.
+
+Extra arguments are Hydra overrides for every sweep (e.g. ``study.n_trials=12 trainer.steps=100``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
+from scipy import stats
 
 from layersearch.config import compose_config, to_container
-from layersearch.lossnet.loss import LossConfig, PerceptualLoss
-from layersearch.lossnet.weights import RandomWeightsWarning
-from layersearch.outputs import RANDOM_BANNER
-from layersearch.trial.tasks import build_task
-from layersearch.trial.train import resolve_device, train
+from layersearch.insight.analysis import intermediate, summarize_study
+from layersearch.insight.effects import layer_effects
+from layersearch.outputs import RANDOM_BANNER, format_metric
+from layersearch.search.noise import describe, noise_floor
+from layersearch.search.ranking import first_runs
+from layersearch.search.study import warmup_steps
 
 RANDOM = ["preset=quickstart", "loss_net.weights=random", "metrics.lpips.weights=random"]
 
@@ -40,47 +47,56 @@ def last_step(trial: optuna.trial.FrozenTrial, steps: int) -> int:
     """Training steps a trial ran: all of them if complete, else its last evaluation."""
     if trial.state == TrialState.COMPLETE:
         return steps
-    reported = [int(s) for s in (trial.user_attrs.get("intermediate") or {})] + list(trial.intermediate_values)
-    return max(reported, default=0)
+    return max(intermediate(trial), default=0)
+
+
+def step_correlations(study: optuna.Study) -> dict[int, tuple[float, int]]:
+    """``{step: (Spearman rho, n)}``: the primary objective at each evaluation vs at the end, complete trials."""
+    complete = [t for t in first_runs(study) if t.state == TrialState.COMPLETE]
+    curves = [(intermediate(t), t.values[0]) for t in complete]
+    out = {}
+    for step in sorted({s for curve, _ in curves for s in curve}):
+        pairs = [(curve[step], final) for curve, final in curves if step in curve]
+        if len(pairs) >= 3:
+            out[step] = (float(stats.spearmanr(*zip(*pairs, strict=True)).statistic), len(pairs))
+    return out
+
+
+def config_key(trial: optuna.trial.FrozenTrial) -> str:
+    return json.dumps(trial.user_attrs["layer_config"], sort_keys=True)
+
+
+def top_configs(study: optuna.Study, k: int = 3) -> list[str]:
+    complete = [t for t in first_runs(study) if t.state == TrialState.COMPLETE]
+    minimize = study.directions[0] == optuna.study.StudyDirection.MINIMIZE
+    return [config_key(t) for t in sorted(complete, key=lambda t: t.values[0], reverse=not minimize)[:k]]
+
+
+def effect_signs(study: optuna.Study) -> dict[str, int]:
+    """``{layer: +1 | -1}`` for each candidate layer the joint model could estimate."""
+    table = layer_effects(summarize_study(study))
+    return {f"{e.arch}/{e.layer}": (1 if e.difference > 0 else -1) for e in table.rows if e.difference is not None}
 
 
 def summary(study: optuna.Study, steps: int) -> dict:
-    trials = study.get_trials(deepcopy=False)
+    trials = first_runs(study)
     complete = [t for t in trials if t.state == TrialState.COMPLETE]
     directions = [d.name.lower() for d in study.directions]
-    best = []
-    for i, direction in enumerate(directions):
-        values = [t.values[i] for t in complete]
-        best.append(min(values) if direction == "minimize" else max(values))
-    primary = min if directions[0] == "minimize" else max
-    best_trial = primary(complete, key=lambda t: t.values[0])
-    return {
-        "trials": len(trials), "complete": len(complete),
-        "pruned": sum(t.state == TrialState.PRUNED for t in trials),
-        "failed": sum(t.state == TrialState.FAIL for t in trials),
-        "steps": sum(last_step(t, steps) for t in trials), "best": best, "best_trial": best_trial,
-    }
+    names = study.user_attrs["objectives"]
+    best = [(min if d == "minimize" else max)(t.values[i] for t in complete) for i, d in enumerate(directions)]
+    return {"trials": len(trials), "complete": len(complete),
+            "pruned": sum(t.state == TrialState.PRUNED for t in trials),
+            "failed": sum(t.state == TrialState.FAIL for t in trials),
+            "steps": sum(last_step(t, steps) for t in study.get_trials(deepcopy=False)), "best": best,
+            "noise": noise_floor(study.get_trials(deepcopy=False), names)}
 
 
-def seed_spread(cfg: dict, layer_config: dict, seeds: int) -> list[float]:
-    """The primary objective of one layer config trained with trainer seeds 0..seeds (noise of a best value)."""
-    warnings.simplefilter("ignore", RandomWeightsWarning)
-    device = resolve_device(cfg["trainer"]["device"])
-    task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], device)
-    values = []
-    for seed in range(seeds + 1):
-        loss_fn = PerceptualLoss(LossConfig.from_mapping(layer_config))
-        _, result = train(task, loss_fn, {**cfg["trainer"], "seed": seed, "progress": False})
-        values.append(result.metrics[task.objectives[0]])
-    return values
-
-
-def compare(base: list[str], tmp: str, noise_seeds: int, log) -> dict:
-    """Both sweeps of one sampler seed, their summaries, the saving and the noise of the best value."""
+def run_pair(base: list[str], tmp: str, log) -> dict:
+    """Both sweeps of one sampler seed and what the comparison needs."""
     cfg = to_container(compose_config(base))
     steps = int(cfg["trainer"]["steps"])
     studies = {}
-    for pruner in ("median", "none"):
+    for pruner in ("none", "median"):
         name = f"bench_pruning_{pruner}_seed{cfg['study']['seed']}"
         command = [str(Path(sys.executable).parent / "layersearch"), "sweep", *base,
                    f"study.pruner={pruner}", f"study.name={name}"]
@@ -88,50 +104,90 @@ def compare(base: list[str], tmp: str, noise_seeds: int, log) -> dict:
         t0 = time.perf_counter()
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
         log(f"  {time.perf_counter() - t0:.0f} s")
-        storage = f"sqlite:///{tmp}/{name}/optuna.db"
-        studies[pruner] = summary(optuna.load_study(study_name=name, storage=storage), steps)
-    spread = seed_spread(cfg, studies["none"]["best_trial"].user_attrs["layer_config"], noise_seeds)
-    return {"cfg": cfg, "studies": studies, "spread": spread,
-            "saved": 1 - studies["median"]["steps"] / studies["none"]["steps"],
-            "gap": abs(studies["median"]["best"][0] - studies["none"]["best"][0])}
+        studies[pruner] = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp}/{name}/optuna.db")
+    signs = {p: effect_signs(s) for p, s in studies.items()}
+    shared = sorted(set(signs["none"]) & set(signs["median"]))
+    return {
+        "cfg": cfg, "summaries": {p: summary(s, steps) for p, s in studies.items()},
+        "rho": step_correlations(studies["none"]),
+        "top3": len(set(top_configs(studies["none"])) & set(top_configs(studies["median"]))),
+        "signs": (sum(signs["none"][k] == signs["median"][k] for k in shared), len(shared)),
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seeds", type=int, default=2, help="extra trainer seeds for the noise estimate")
-    parser.add_argument("--sampler-seeds", type=int, default=1, help="run the pair for study.seed = 0..N-1")
+    parser.add_argument("--sampler-seeds", type=int, default=3, help="run the pair for study.seed = 0..N-1")
+    parser.add_argument("--min-rho", type=float, default=0.7, help="correlation from which pruning may act")
+    parser.add_argument("--out", type=Path, default=None, help="also write the report to this file")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
+    lines: list[str] = []
+
+    def say(text: str = "") -> None:
+        print(text, flush=True)
+        lines.append(text)
+
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         base = [*RANDOM, f"paths.studies_dir={tmp}", f"tracking.uri=sqlite:///{tmp}/mlflow.db", *args.overrides]
-        results = [compare([*base, f"study.seed={seed}"] if args.sampler_seeds > 1 else base, tmp, args.seeds,
-                           lambda line: print(line, flush=True))
+        results = [run_pair([*base, f"study.seed={seed}"], tmp, lambda line: print(line, flush=True))
                    for seed in range(args.sampler_seeds)]
 
     cfg = results[0]["cfg"]
-    objectives = [m for m in cfg["study"]["objectives"] or ["lpips", "psnr_y"]]
-    print()
-    print(RANDOM_BANNER)
-    print(f"quickstart sweep, {cfg['study']['n_trials']} trials of {cfg['trainer']['steps']} steps, evaluations every "
-          f"{cfg['trainer']['eval_every']}, sampler {cfg['study']['sampler']}, n_startup_trials "
-          f"{cfg['study']['n_startup_trials']}; took {time.perf_counter() - started:.0f} s")
+    names = results[0]["cfg"]["study"]["objectives"] or ["lpips", "psnr_y"]
+    steps, every = int(cfg["trainer"]["steps"]), int(cfg["trainer"]["eval_every"])
+    say(RANDOM_BANNER)
+    say(f"quickstart sweep: {cfg['study']['n_trials']} trials of {steps} steps, an evaluation every {every}, sampler "
+        f"{cfg['study']['sampler']}, n_startup_trials {cfg['study']['n_startup_trials']}, baseline seeds "
+        f"{cfg['study']['baseline_seeds']}; pruned with warm-up {warmup_steps(cfg['study'], cfg['trainer'])} steps; "
+        f"{len(results)} sampler seeds; took {time.perf_counter() - started:.0f} s")
+
+    say(f"\n1. Spearman rho between {names[0]} at each evaluation and at the end (unpruned studies, complete trials):")
+    all_steps = sorted({s for r in results for s in r["rho"]})
+    say(f"{'step':>6} " + " ".join(f"{'seed ' + str(i):>12}" for i in range(len(results))) + f" {'mean':>7} {'min':>7}")
+    suggested = None
+    for step in all_steps:
+        rhos = [r["rho"][step][0] for r in results if step in r["rho"]]
+        mean = statistics.fmean(rhos)
+        cells = [f"{r['rho'][step][0]:>+7.2f} (n={r['rho'][step][1]:>2})" if step in r["rho"] else f"{'-':>12}"
+                 for r in results]
+        say(f"{step:>6} " + " ".join(cells) + f" {mean:>+7.2f} {min(rhos):>+7.2f}")
+        if suggested is None and mean >= args.min_rho and step < steps:
+            suggested = step
+    if suggested is None:
+        say(f"no evaluation before the last reaches a mean rho of {args.min_rho}: pruning would act on noise")
+    else:
+        say(f"first step with mean rho >= {args.min_rho}: {suggested} = {suggested / steps:.2f} x trainer.steps "
+            f"(pruning may act from there: study.warmup_fraction <= {suggested / steps:.2f}, counted as n_warmup_steps "
+            f"{suggested - 1} or more)")
+
+    say("\n2. Steps spent and best values")
+    saved_all = []
     for r in results:
-        print(f"\nsampler seed {r['cfg']['study']['seed']}")
-        print(f"{'pruner':<8} {'trials':>6} {'complete':>8} {'pruned':>6} {'failed':>6} {'steps':>7} "
-              + " ".join(f"{'best ' + m:>12}" for m in objectives))
-        for pruner, s in r["studies"].items():
-            print(f"{pruner:<8} {s['trials']:>6} {s['complete']:>8} {s['pruned']:>6} {s['failed']:>6} {s['steps']:>7} "
-                  + " ".join(f"{v:>12.4f}" for v in s["best"]))
-        noise = max(r["spread"]) - min(r["spread"])
-        print(f"steps saved by median pruning: {100 * r['saved']:.0f}% (goal >= 40%)")
-        print(f"best {objectives[0]} gap {r['gap']:.4f}; noise: the unpruned best config over {len(r['spread'])} "
-              f"trainer seeds gives {', '.join(f'{v:.4f}' for v in r['spread'])} (spread {noise:.4f}): "
-              f"{'within noise' if r['gap'] <= noise else 'NOT within noise'}")
-    if len(results) > 1:
-        saved = [r["saved"] for r in results]
-        print(f"\nsteps saved over {len(results)} sampler seeds: "
-              f"{', '.join(f'{100 * v:.0f}%' for v in saved)}; mean {100 * sum(saved) / len(saved):.0f}% (goal >= 40%)")
+        s_none, s_median = r["summaries"]["none"], r["summaries"]["median"]
+        saved = 1 - s_median["steps"] / s_none["steps"]
+        saved_all.append(saved)
+        say(f"sampler seed {r['cfg']['study']['seed']}:")
+        say(f"  {'pruner':<8} {'trials':>6} {'complete':>8} {'pruned':>6} {'failed':>6} {'steps':>7} "
+            + " ".join(f"{'best ' + m:>12}" for m in names))
+        for pruner, s in r["summaries"].items():
+            say(f"  {pruner:<8} {s['trials']:>6} {s['complete']:>8} {s['pruned']:>6} {s['failed']:>6} {s['steps']:>7} "
+                + " ".join(f"{format_metric(m, v):>12}" for m, v in zip(names, s["best"], strict=True)))
+        say(f"  steps saved: {100 * saved:.0f}%; seed noise of the unpruned study: {describe(s_none['noise'])}")
+    say(f"steps saved over {len(results)} sampler seeds: {', '.join(f'{100 * v:.0f}%' for v in saved_all)}; "
+        f"mean {100 * statistics.fmean(saved_all):.0f}% (goal >= 40%)")
+
+    say("\n3. The answer kept (pruned vs unpruned study of the same sampler seed)")
+    for r in results:
+        agree, shared = r["signs"]
+        say(f"  sampler seed {r['cfg']['study']['seed']}: top-3 configs in common {r['top3']}/3; per-layer effects "
+            f"with the same sign {agree}/{shared}")
+    say(f"  mean: top-3 overlap {statistics.fmean(r['top3'] for r in results):.1f}/3; effect signs agreeing "
+        f"{sum(r['signs'][0] for r in results)}/{sum(r['signs'][1] for r in results)}")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 Each variant is a set of ``trainer.*`` overrides (precision, channels_last, compile). A variant's step time
 is ``(time of W+N steps - time of W steps) / N`` over two runs of ``train``, so start-up and compilation,
 paid in both, cancel. Evaluation is skipped (timed by `make bench`). Variants run interleaved, twice, and
-the median is printed next to the ratio to the first variant. `benchmarks/gpu.sh` runs it on a GPU.
+the median is printed next to the ratio to the first variant. A variant that fails (torch.compile without a
+working compiler, say) gets one line saying why, and the others go on. `benchmarks/gpu.sh` runs it on a GPU.
 """
 
 from __future__ import annotations
@@ -61,20 +62,32 @@ def main() -> None:
     task.evaluate = lambda model: {}  # steps only
     names = args.variant or list(VARIANTS)
     seconds: dict[str, list[float]] = {name: [] for name in names}
+    failed: dict[str, str] = {}
     for _ in range(2):
         for name in names:
+            if name in failed:
+                continue
             trainer = {**cfg["trainer"], **VARIANTS[name]}
-            short = run_seconds(task, cfg, trainer, args.warmup)
-            long = run_seconds(task, cfg, trainer, args.warmup + args.steps)
+            try:
+                short = run_seconds(task, cfg, trainer, args.warmup)
+                long = run_seconds(task, cfg, trainer, args.warmup + args.steps)
+            except Exception as err:  # a variant's failure is a result too (Inductor cannot build here, say)
+                failed[name] = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
+                continue
             seconds[name].append(max(long - short, 0.0) / args.steps)
-    first = statistics.median(seconds[names[0]])
     print(f"step time, {device}, batch {cfg['trainer']['batch_size']}, crop {cfg['task']['crop']} px, "
           f"loss {list(layer_config(cfg).layers) or 'pixel'}, RANDOM weights, median of 2 interleaved runs")
     print(f"{'variant':<34} {'ms/step':>9} {'vs ' + names[0]:>12}")
+    first = statistics.median(seconds[names[0]]) if seconds[names[0]] else 0.0
     for name in names:
+        if name in failed:
+            print(f"{name:<34} {'failed':>9} {'n/a':>12}  {failed[name]}")
+            continue
         median = statistics.median(seconds[name])
-        ratio = f"{first / median:.2f}x" if median > 0 else "n/a"  # a noisy toy run can time 0
+        ratio = f"{first / median:.2f}x" if median > 0 and first > 0 else "n/a"  # a noisy toy run can time 0
         print(f"{name:<34} {1000 * median:>9.2f} {ratio:>12}")
+    if failed:
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

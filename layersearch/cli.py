@@ -27,6 +27,7 @@ commands:
   sweep [overrides]               run or resume an Optuna study of short trials, recorded in MLflow
   export [overrides]              write the best layer config of study.name (studies/<name>/best.yaml)
   ui [overrides] [port=5000]      the MLflow dashboard on 127.0.0.1 for study.name
+  dashboard [overrides] [port=8080]  optuna-dashboard on 127.0.0.1 for study.name (history, importances, Pareto)
   confirm [overrides]             retrain study.name's top configs and baselines longer, over seeds: does the winner hold?
   report [overrides]              which layers matter in study.name: studies/<name>/report/index.html
   inspect [overrides]             what each layer keeps of an image (feature/style inversion grid)
@@ -157,12 +158,14 @@ def format_result(result) -> str:
     lines = []
     if result.random_weights:
         lines.append(RANDOM_BANNER)
-    lines.append(f"study {result.study_name}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed "
-                 f"({result.storage})")
+    repeats = f" (+ {c['repeats']} baseline seed repeats)" if c.get("repeats") else ""
+    lines.append(f"study {result.study_name}: {c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed"
+                 f"{repeats} ({result.storage})")
     if result.best_rows:
         title = "Pareto front" if len(result.objectives) > 1 else "best"
         lines.append(f"{title} (and the literature baselines):")
         lines.append(format_table(result.best_rows, [m for m, _ in result.objectives]))
+        lines += result.noise_lines
     if result.ran_trials and result.seconds_total > 0:
         outside = 1 - result.seconds_in_training / result.seconds_total
         lines.append(f"ran {result.ran_trials} trials in {result.seconds_total:.0f} s; "
@@ -189,7 +192,14 @@ def run_ui(cfg: DictConfig) -> int:
     from .search.tracking import run_ui as serve
 
     check_study_name(cfg.study.name)
-    return serve(str(cfg.tracking.uri), str(cfg.study.name), port=int(cfg.get("port", 5000)))
+    port = cfg.get("port")
+    return serve(str(cfg.tracking.uri), str(cfg.study.name), port=5000 if port is None else port)
+
+
+def run_dashboard(cfg: DictConfig) -> int:
+    from .search.dashboard import serve_dashboard
+
+    return serve_dashboard(to_container(cfg.study), str(cfg.paths.studies_dir), port=cfg.get("port"))
 
 
 def run_confirm(cfg: DictConfig) -> int:
@@ -243,15 +253,39 @@ COMMANDS: dict[str, Callable[[list[str]], int]] = {
     "sweep": with_config("sweep", run_sweep),
     "export": with_config("export", run_export),
     "ui": with_config("ui", run_ui),
+    "dashboard": with_config("dashboard", run_dashboard),
     "confirm": with_config("confirm", run_confirm),
     "report": with_config("report", run_report),
     "inspect": with_config("inspect", run_inspect),
 }
 
 
+_SHOWN: set[tuple[type, str]] = set()
+
+
 def _warning_line(message, category, filename, lineno, file=None, line=None):
-    # One line per warning, without the source line: users see what happened, not where in our code.
+    # One line per warning, without the source line: users see what happened, not where in our code. Each
+    # warning once per process: the "once" filter alone is not enough, since CPython forgets what it showed
+    # whenever any code changes the warning filters (a sweep does, once per trial).
+    if os.environ.get("LAYERSEARCH_DEBUG"):
+        print(f"warning: {message} ({filename}:{lineno})", file=sys.stderr if file is None else file)
+        return
+    if (category, str(message)) in _SHOWN:
+        return
+    _SHOWN.add((category, str(message)))
     print(f"warning: {message}", file=sys.stderr if file is None else file)
+
+
+def _quiet_libraries() -> None:
+    """MLflow's INFO lines and its per-run "View run ... at" links repeat what our own lines say.
+
+    Environment variables, so that they hold before mlflow is imported and in the worker and server
+    processes we start. ``LAYERSEARCH_DEBUG=1`` keeps everything.
+    """
+    if os.environ.get("LAYERSEARCH_DEBUG"):
+        return
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -264,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"layersearch: unknown command {command!r}; choose one of: {', '.join(COMMANDS)}", file=sys.stderr)
         return 2
     warnings.showwarning = _warning_line
-    warnings.simplefilter("once", RandomWeightsWarning)
+    warnings.simplefilter("always" if os.environ.get("LAYERSEARCH_DEBUG") else "once", RandomWeightsWarning)
+    _quiet_libraries()
     try:
         return COMMANDS[command](args)
     except KeyboardInterrupt as err:

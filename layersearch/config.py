@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -42,6 +43,25 @@ def _one_line(err: Exception) -> str:
     return text.split(" Config search path:")[0]
 
 
+#: Keys whose value is taken as written: a shell command has spaces, braces (our placeholders), quotes and
+#: ``$`` that Hydra's override grammar would otherwise parse as lists, dicts or interpolations.
+VERBATIM_KEYS = ("trial.cmd",)
+
+
+def verbatim(override: str) -> str:
+    """``trial.cmd=python train.py {steps}`` -> the same value as one Hydra quoted string.
+
+    A value the user already quoted for Hydra (``trial.cmd='...'``, quotes kept by the shell) is left alone.
+    """
+    key, sep, value = override.partition("=")
+    if not sep or key.lstrip("+") not in VERBATIM_KEYS or value[:1] in ("'", '"') or value == "null":
+        return override
+    # Hydra's quoted strings: backslashes are escaped only before a quote or the end; ${ would interpolate.
+    value = re.sub(r"(\\+)(?='|$)", lambda m: m.group(1) * 2, value)
+    value = value.replace("'", "\\'").replace("${", "\\${")
+    return f"{key}='{value}'"
+
+
 def compose_config(overrides: list[str] | tuple[str, ...] = (), extra_dirs: list[str] | tuple[str, ...] = ()) -> DictConfig:
     """Compose ``conf/config.yaml`` with Hydra overrides (``key=value``, ``group=option``).
 
@@ -59,7 +79,7 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), extra_dirs: list
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
-    overrides = list(overrides)
+    overrides = [verbatim(o) for o in overrides]
     if extra_dirs:
         paths = ",".join(f"file://{Path(d).resolve()}" for d in extra_dirs)
         overrides.append(f"hydra.searchpath=[{paths}]")

@@ -6,9 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from layersearch.config import compose_config, to_container
 
@@ -16,6 +18,18 @@ from layersearch.config import compose_config, to_container
 def smoke(*overrides: str) -> dict:
     """The composed config of the tiny random-weights preset, as a plain dict."""
     return to_container(compose_config(["preset=smoke", *overrides]))
+
+
+def fake_gpus(monkeypatch, names: list[str], capability: tuple[int, int] = (9, 0)) -> None:
+    """This process sees ``names`` as cuda:0, cuda:1, ... (nothing is allocated: only the queries answer)."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: bool(names))
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: len(names))
+
+    def name(device=None) -> str:
+        return names[device if isinstance(device, int) else torch.device(device or "cuda").index or 0]
+
+    monkeypatch.setattr(torch.cuda, "get_device_name", name)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
 
 
 def console_script() -> str:
@@ -46,3 +60,91 @@ def one_error_line(capsys) -> str:
     lines = [line for line in err.splitlines() if line.startswith("layersearch ")]
     assert len(lines) == 1, lines
     return lines[0]
+
+
+def wait_until(predicate, what: str, proc: subprocess.Popen | None = None, limit: float = 600):
+    """Poll ``predicate()`` until it returns something truthy, and return that.
+
+    Waits for an event, not for a guess of how long it takes: it stops at once, showing the process's
+    output, when ``proc`` has exited first; ``limit`` only guards against a hang.
+    """
+    end = time.monotonic() + limit
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            out = proc.communicate()[0] if proc.stdout is not None else ""
+            pytest.fail(f"the process exited with status {proc.returncode} before {what}:\n{(out or '')[-3000:]}")
+        if time.monotonic() > end:
+            pytest.fail(f"no {what} after {limit:g} s (a hang)")
+        time.sleep(0.05)
+
+
+class Watched:
+    """A command run in its own process group, its output collected as it comes.
+
+    Waits stop as soon as the process exits (showing its output), and leaving the block kills the whole
+    group (a sweep's workers, a server's children) if it is still running.
+    """
+
+    def __init__(self, args: list[str], cwd: Path, **env: str):
+        import threading
+
+        self.proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1", **env}, start_new_session=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stdout), daemon=True)
+        self._reader.start()
+
+    @property
+    def output(self) -> str:
+        return "".join(self.lines)
+
+    def wait_for(self, predicate, timeout: float, what: str):
+        """The first true value of ``predicate()``; fails when the process exits first or ``timeout`` passes."""
+        end = time.monotonic() + timeout
+        while True:
+            value = predicate()
+            if value:
+                return value
+            if self.proc.poll() is not None:
+                self._reader.join(10)
+                value = predicate()
+                if value:
+                    return value
+                pytest.fail(f"waiting for {what}: the process exited ({self.proc.returncode}) first:\n"
+                            f"{self.output[-4000:]}")
+            if time.monotonic() > end:
+                pytest.fail(f"waiting for {what}: nothing after {timeout:g} s; output so far:\n{self.output[-4000:]}")
+            time.sleep(0.2)
+
+    def finish(self, timeout: float) -> int:
+        """The exit status, once the process has ended (fails after ``timeout`` with the output)."""
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"still running after {timeout:g} s; output so far:\n{self.output[-4000:]}")
+        self._reader.join(10)
+        return self.proc.returncode
+
+    def __enter__(self) -> Watched:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import contextlib
+        import signal
+
+        with contextlib.suppress(ProcessLookupError):  # the group's children too, even if the leader has ended
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait()
+        self._reader.join(10)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now (for a server a test starts)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -20,16 +21,59 @@ def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.mark.slow
-def test_gpu_script_dry_run_prints_every_section():
-    out = _run(["bash", "benchmarks/gpu.sh", "--dry"], timeout=900).stdout
-    assert "DRY RUN" in out
-    assert "== step time" in out and "== trials per hour" in out
-    for variant in ("fp32", "bf16", "bf16 + channels_last", "bf16 + channels_last + compile"):
+def _clone(tmp_path: Path) -> Path:
+    """A fresh clone of this checkout's HEAD: what a lent GPU machine gets (no .venv, nothing built)."""
+    clone = tmp_path / "clone"
+    subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True, capture_output=True, timeout=300)
+    assert not (clone / ".venv").exists()
+    return clone
+
+
+@pytest.mark.slow  # a fresh clone makes its own .venv (2-3 min from pip's cache), then the dry run (~3 min)
+def test_gpu_script_dry_run_from_a_fresh_clone_prints_every_section(tmp_path):
+    clone = _clone(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHON", "VIRTUAL_ENV")}  # the machine's python3
+    proc = subprocess.run(["bash", "benchmarks/gpu.sh", "--dry"], cwd=clone, capture_output=True, text=True,
+                          timeout=1500, env={**env, "PYTHONUNBUFFERED": "1"})
+    out = proc.stdout
+    assert proc.returncode == 0, out[-3000:] + proc.stderr[-3000:]
+    assert (clone / ".venv/.installed").exists() and "DRY RUN" in out
+    for heading in ("== environment", "== CUDA tests", "== step time", "== trials per hour", "== one command trial",
+                    "== torch.compile, last"):
+        assert heading in out, heading
+    assert re.search(r"^\d+ skipped", out, re.MULTILINE)  # the CUDA tests ran (and skip on the CPU)
+    for variant in ("fp32", "bf16", "fp32 + channels_last", "bf16 + channels_last"):
         assert any(re.fullmatch(rf"{re.escape(variant)}\s+[\d.]+\s+([\d.]+x|n/a)", line) for line in out.splitlines()), variant
+    compiled = [line for line in out.splitlines() if line.startswith("bf16 + channels_last + compile")]
+    failed = [line for line in out.splitlines() if line.startswith("torch.compile failed here")]
+    assert compiled or failed  # a number, or the one line saying why not
     rows = [line.split() for line in out.splitlines() if line[:2] in ("1 ", "2 ", "4 ")]
     assert [int(r[0]) for r in rows] == [1, 2, 4]
-    assert all(float(r[1]) > 0 and float(r[2]) > 0 for r in rows)
+    assert all(float(r[1]) > 0 and float(r[2]) > 0 and r[3].endswith("x") for r in rows)
+    assert rows[0][3] == "1.00x"
+    assert re.search(r"the command trial takes [\d.]+x", out)
+    assert "FAILED" not in proc.stderr
+
+
+@pytest.mark.slow  # a fresh clone and a venv that borrows this one's packages: ~1 min
+def test_gpu_environment_borrows_the_torch_of_a_python_that_has_one(tmp_path):
+    # A lent GPU machine's python3 is itself a venv holding torch (/opt/torch/.venv): the clone's .venv must use
+    # that torch, not install another, and the clone's own code.
+    clone = _clone(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    proc = subprocess.run(["bash", "benchmarks/gpu_env.sh"], cwd=clone, capture_output=True, text=True,
+                          timeout=900, env={**env, "PYTHON": sys.executable})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    import torch
+
+    where = subprocess.run([str(clone / ".venv/bin/python"), "-c",
+                            "import torch, layersearch; print(torch.__file__); print(layersearch.__file__)"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert where.returncode == 0, where.stderr[-2000:]
+    torch_file, package_file = where.stdout.split()
+    assert torch_file == torch.__file__  # borrowed, not installed again
+    assert Path(package_file).resolve().is_relative_to(clone.resolve())
+    assert (clone / ".venv/bin/layersearch").exists()
 
 
 def test_gpu_script_refuses_unknown_arguments():
@@ -67,19 +111,30 @@ def test_precision_benchmark_prints_both_precisions_and_the_rankings():
 
 
 @pytest.mark.slow
-def test_pruning_benchmark_compares_both_pruners_for_each_sampler_seed():
-    out = _run([sys.executable, "benchmarks/pruning.py", "--seeds", "1", "--sampler-seeds", "2", "study.n_trials=3",
-                "study.n_startup_trials=1", "trainer.steps=4", "trainer.eval_every=2", "task.crop=32",
-                "task.val_crop=64", "model.channels=8", "model.n_blocks=1"], timeout=900).stdout
-    assert "RANDOM WEIGHTS" in out
-    assert [line for line in out.splitlines() if line.startswith("sampler seed ")] == ["sampler seed 0", "sampler seed 1"]
-    rows = [line.split() for line in out.splitlines() if line.startswith(("median ", "none "))]
-    assert [r[0] for r in rows] == ["median", "none", "median", "none"]
+def test_pruning_benchmark_compares_both_pruners_for_each_sampler_seed(tmp_path):
+    report = tmp_path / "pruning.txt"
+    out = _run([sys.executable, "benchmarks/pruning.py", "--sampler-seeds", "2", "--out", str(report),
+                "study.n_trials=4", "study.n_startup_trials=1", "trainer.steps=6", "trainer.eval_every=2",
+                "study.warmup_fraction=0", "task.crop=32", "task.val_crop=64", "model.channels=8", "model.n_blocks=1"],
+               timeout=1200).stdout
+    assert "RANDOM WEIGHTS" in out and report.read_text().strip() in out
+    # 1. the correlation table: one row per evaluation step, a cell per sampler seed, mean and min.
+    table = [line.split() for line in out.splitlines() if re.match(r"^\s+[246] ", line)]
+    assert [row[0] for row in table] == ["2", "4", "6"]
+    cell = re.compile(r"([+-]\d\.\d\d) \(n=")
+    for row in table:
+        assert row[-2] == format(statistics.fmean(float(v) for v in cell.findall(" ".join(row))), "+.2f")
+    assert float(table[-1][-1]) == 1.0  # the last evaluation is the final value: rho 1
+    # 2. steps: the unpruned arm ran every step of every trial (4 first runs + 2 baseline repeats).
+    rows = [line.split() for line in out.splitlines() if line.startswith(("  median ", "  none "))]
+    assert [r[0] for r in rows] == ["none", "median", "none", "median"]
     for row in rows:
         trials, complete, pruned, failed, steps = (int(v) for v in row[1:6])
-        assert trials == 3 and complete + pruned + failed == trials
-        assert steps <= 3 * 4 and (row[0] == "median" or (pruned == 0 and steps == 12))
-    # The saving of each seed, and their mean, follow from the steps in the table.
-    saved = [1 - int(rows[i][5]) / int(rows[i + 1][5]) for i in (0, 2)]
-    assert re.findall(r"steps saved by median pruning: (\d+)%", out) == [f"{100 * v:.0f}" for v in saved]
+        assert complete + pruned == 4 and complete + pruned + failed == trials
+        assert row[0] == "median" or (pruned == 0 and steps == (trials + 2) * 6)
+    saved = [1 - int(rows[i + 1][5]) / int(rows[i][5]) for i in (0, 2)]
+    assert re.findall(r"steps saved: (\d+)%", out) == [f"{100 * v:.0f}" for v in saved]
     assert f"mean {100 * sum(saved) / 2:.0f}% (goal >= 40%)" in out
+    # 3. the answer kept, per sampler seed.
+    kept = re.findall(r"top-3 configs in common (\d)/3; per-layer effects with the same sign (\d+)/(\d+)", out)
+    assert len(kept) == 2 and all(int(a) <= int(b) for _, a, b in kept)

@@ -82,11 +82,27 @@ NOT_CALLABLE = 3
 
 
 def waits_for_file(t):
-    """Reports once, then blocks until ``<trial dir>/go`` exists: a trial that is mid-run for as long as a
-    test needs, with no guess of how long that is."""
+    """Reports once, writes ``<trial dir>/started`` (its process id), then blocks until the file named by
+    ``USER_TRAININGS_GO`` (else ``<trial dir>/go``) exists: a trial that is mid-run for as long as a test needs,
+    with no guess of how long that is."""
     t.report(1, quality=score_of(t))
     t.dir.mkdir(parents=True, exist_ok=True)
-    (t.dir / "started").write_text(str(os.getpid()))
-    while not (t.dir / "go").exists():
+    (t.dir / "started.tmp").write_text(str(os.getpid()))
+    os.replace(t.dir / "started.tmp", t.dir / "started")
+    go = os.environ.get("USER_TRAININGS_GO") or str(t.dir / "go")
+    while not os.path.exists(go):
         time.sleep(0.05)
+    return {"quality": score_of(t)}
+
+
+def sees_devices(t) -> dict[str, float]:
+    """Records what the worker sees (tests/trial/test_cuda.py: worker pinning on a real GPU)."""
+    import torch
+
+    with open(os.environ["USER_TRAININGS_LOG"], "a") as handle:
+        handle.write(json.dumps({"pid": os.getpid(), "visible": os.environ.get("CUDA_VISIBLE_DEVICES"),
+                                 "count": torch.cuda.device_count(), "device": str(t.device),
+                                 "share": os.environ.get("LAYERSEARCH_TRIALS_PER_DEVICE"),
+                                 "omp": os.environ.get("OMP_NUM_THREADS")}) + "\n")
+    t.report(1, quality=score_of(t))
     return {"quality": score_of(t)}

@@ -47,12 +47,16 @@ class Denoiser(nn.Module):
         return (noisy - self.body(noisy)).clamp(0, 1)
 
 
-def train(t, batch_size: int = 4, lr: float = 2e-3, eval_every: int = 10) -> dict[str, float]:
-    """Train the denoiser with ``t.loss`` for ``t.steps`` steps; report validation scores every ``eval_every``."""
+def train(t, batch_size: int = 4, lr: float = 2e-3, eval_every: int = 10, crop: int = CROP,
+          size: int = 128) -> dict[str, float]:
+    """Train the denoiser with ``t.loss`` for ``t.steps`` steps; report validation scores every ``eval_every``.
+
+    ``crop`` px training crops of the photos resized to ``size`` px.
+    """
     torch.manual_seed(t.seed)
     device = t.device
-    clean_train = torch.stack([load(n) for n in TRAIN_PHOTOS]).to(device)
-    clean_val = torch.stack([load(n) for n in VAL_PHOTOS]).to(device)
+    clean_train = torch.stack([load(n, size) for n in TRAIN_PHOTOS]).to(device)
+    clean_val = torch.stack([load(n, size) for n in VAL_PHOTOS]).to(device)
     noise = torch.Generator().manual_seed(1234)  # the same noisy validation images in every trial
     noisy_val = (clean_val + NOISE_SIGMA * torch.randn(clean_val.shape, generator=noise).to(device)).clamp(0, 1)
     model = Denoiser().to(device)
@@ -61,8 +65,8 @@ def train(t, batch_size: int = 4, lr: float = 2e-3, eval_every: int = 10) -> dic
     scores: dict[str, float] = {}
     for step in range(1, t.steps + 1):
         i = torch.randint(0, clean_train.shape[0], (batch_size,))
-        y, x = torch.randint(0, clean_train.shape[-1] - CROP, (2,))
-        clean = clean_train[i, :, y : y + CROP, x : x + CROP]
+        y, x = torch.randint(0, clean_train.shape[-1] - crop, (2,))
+        clean = clean_train[i, :, y : y + crop, x : x + crop]
         noisy = (clean + NOISE_SIGMA * torch.randn_like(clean)).clamp(0, 1)
         loss = loss_fn(model(noisy), clean)
         optimizer.zero_grad()
@@ -76,4 +80,11 @@ def train(t, batch_size: int = 4, lr: float = 2e-3, eval_every: int = 10) -> dic
 
 
 if __name__ == "__main__":
-    train(layersearch.trial_from_env())
+    import argparse
+
+    parser = argparse.ArgumentParser(description="the denoiser, as a layersearch command trial")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--crop", type=int, default=CROP)
+    parser.add_argument("--size", type=int, default=128, help="photos resized to this many px")
+    args = parser.parse_args()
+    train(layersearch.trial_from_env(), batch_size=args.batch_size, crop=args.crop, size=args.size)

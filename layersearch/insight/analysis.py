@@ -20,6 +20,7 @@ from optuna.trial import FrozenTrial, TrialState
 from ..lossnet.layers import LayerError, layer_names
 from ..lossnet.weights import weights_label
 from ..search.noise import NoiseFloor, compare, is_repeat, noise_floor, runs_of
+from ..search.ranking import front
 from ..search.storage import StudyError
 
 __all__ = [
@@ -212,18 +213,7 @@ def ranked(trials: Sequence[FrozenTrial], index: int, direction: str) -> list[Fr
 def pareto_front(summary: StudySummary) -> list[FrozenTrial]:
     """The best trial (one objective) or the non-dominated complete trials, best first on the primary."""
     metric_dirs = [d for _, d in summary.objectives]
-    if len(metric_dirs) == 1:
-        return ranked(summary.complete, 0, metric_dirs[0])[:1]
-    front = []
-    for t in summary.complete:
-        dominated = any(
-            all(not is_better(t.values[i], o.values[i], d) for i, d in enumerate(metric_dirs))
-            and any(is_better(o.values[i], t.values[i], d) for i, d in enumerate(metric_dirs))
-            for o in summary.complete
-        )
-        if not dominated:
-            front.append(t)
-    return ranked(front, 0, metric_dirs[0])
+    return ranked(front(summary.complete, metric_dirs), 0, metric_dirs[0])
 
 
 def layers_label(layer_config: Mapping[str, Any]) -> str:

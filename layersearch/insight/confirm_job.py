@@ -14,6 +14,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from ..outputs import format_metric
 from ..search.outcome import run_training
 from ..search.storage import HEARTBEAT_S, heartbeat_thread, redact
 from ..search.tracking import PRECISION_TAG, StudyTracker
@@ -132,6 +133,6 @@ def run_job(jobs: optuna.Study, trial: optuna.Trial, ctx: JobContext) -> tuple[s
         ctx.log(f"{attrs['label']} seed {seed}: another process had failed this job as stale and queued it again")
         return "TAKEN", outcome.seconds
     ctx.tracking("end_trial", "COMPLETE", values)
-    ctx.log(f"{attrs['label']} seed {seed}: " + "  ".join(f"{m}={v:.4f}" for m, v in values.items())
+    ctx.log(f"{attrs['label']} seed {seed}: " + "  ".join(f"{m}={format_metric(m, v)}" for m, v in values.items())
             + f"  ({outcome.seconds:.0f} s)")
     return "COMPLETE", outcome.seconds

@@ -16,6 +16,7 @@ from optuna.trial import TrialState
 from ..errors import LayersearchError
 from ..lossnet.loss import LossConfig
 from ..lossnet.weights import any_random
+from ..search.ranking import first_runs, front
 from ..search.space import SearchSpace
 from ..search.tracking import trial_run_name
 from ..trial.kinds import Training
@@ -125,14 +126,14 @@ def select_candidates(study: optuna.Study, objectives: Sequence[tuple[str, str]]
     One objective: by its value. Several: the Pareto front first, then the rest, each part ordered by the
     first (primary) objective; ties go to the earlier trial.
     """
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "layer_config" in t.user_attrs]
+    complete = [t for t in first_runs(study) if t.state == TrialState.COMPLETE and "layer_config" in t.user_attrs]
     if not complete:
         raise ConfirmError(f"study {study.study_name!r} has no complete trial yet; run `layersearch sweep` first")
     sign = 1 if objectives[0][1] == "minimize" else -1
     ranked = sorted(complete, key=lambda t: (sign * t.values[0], t.number))
     if len(objectives) > 1:
-        front = {t.number for t in study.best_trials}
-        ranked = [t for t in ranked if t.number in front] + [t for t in ranked if t.number not in front]
+        best = {t.number for t in front(complete, [d for _, d in objectives])}
+        ranked = [t for t in ranked if t.number in best] + [t for t in ranked if t.number not in best]
     chosen = ranked[:top_k]
     numbers = {t.number for t in chosen}
     chosen += [t for t in sorted(complete, key=lambda t: t.number) if t.user_attrs.get("baseline") and t.number not in numbers]

@@ -7,7 +7,7 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..outputs import RANDOM_BANNER, format_table
+from ..outputs import RANDOM_BANNER, format_metric, format_table
 from .confirm_plan import Candidate, Settings
 from .stats import rank_correlation, verdict, welch_test
 
@@ -90,8 +90,8 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
     header = ["config", f"short run {primary}", *[f"{m} (mean ± std)" for m in names], "seeds", "long-run rank"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for c in sorted(summary["configs"], key=lambda c: (c["long_rank"] is None, c["long_rank"] or 0)):
-        cells = [c["label"], _number(c["short_run"].get(primary))]
-        cells += [f"{_number(c['mean'].get(m))} ± {_number(c['std'].get(m), 2)}" for m in names]
+        cells = [c["label"], format_metric(primary, c["short_run"].get(primary))]
+        cells += [f"{format_metric(m, c['mean'].get(m))} ± {format_metric(m, c['std'].get(m))}" for m in names]
         cells += [str(c["n_seeds"]), str(c["long_rank"] or "-")]
         lines.append("| " + " | ".join(cells) + " |")
     rc = summary["rank_correlation"]
@@ -106,8 +106,11 @@ def render_markdown(summary: Mapping[str, Any]) -> str:
         lines += ["", f"Winner minus baseline, {summary['test_description']}:", "",
                   "| baseline | metric | difference | better if | CI | p | verdict |", "|---|---|---|---|---|---|---|"]
         for cmp in summary["comparisons"]:
-            ci = "n/a" if cmp["ci_low"] is None else f"[{_number(cmp['ci_low'])}, {_number(cmp['ci_high'])}]"
-            lines.append(f"| {by_key[cmp['baseline_key']]['label']} | {cmp['metric']} | {_number(cmp['difference'])} | "
+            metric = cmp["metric"]
+            ci = ("n/a" if cmp["ci_low"] is None else
+                  f"[{format_metric(metric, cmp['ci_low'], True)}, {format_metric(metric, cmp['ci_high'], True)}]")
+            lines.append(f"| {by_key[cmp['baseline_key']]['label']} | {metric} | "
+                         f"{format_metric(metric, cmp['difference'], True)} | "
                          f"{cmp['better_if']} | {ci} | {_number(cmp['p_value'], 3)} | {cmp['verdict']} |")
     failed = [(c["label"], r) for c in summary["configs"] for r in c["per_seed"] if "failed" in r]
     if failed:
@@ -120,7 +123,7 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
     """What the CLI prints: the table, the rank agreement, the winner, the verdicts."""
     names, primary = [m for m, _ in summary["objectives"]], summary["primary"]
     ranked = sorted(summary["configs"], key=lambda c: (c["long_rank"] is None, c["long_rank"] or 0))
-    rows = {f"{c['label']} (short {_number(c['short_run'].get(primary))})": c["mean"] for c in ranked}
+    rows = {f"{c['label']} (short {format_metric(primary, c['short_run'].get(primary))})": c["mean"] for c in ranked}
     lines = [RANDOM_BANNER] if summary["random_weights"] else []
     lines += [f"mean over {len(summary['seeds'])} seeds at {summary['steps']} steps:", format_table(rows, names)]
     rc = summary["rank_correlation"]
@@ -129,6 +132,6 @@ def summary_lines(summary: Mapping[str, Any]) -> list[str]:
     by_key = {c["key"]: c for c in summary["configs"]}
     if summary["winner"]:
         lines.append(f"winner: {by_key[summary['winner']]['label']}")
-    lines += [f"  vs {by_key[c['baseline_key']]['label']} on {c['metric']}: {c['difference']:+.4g} "
+    lines += [f"  vs {by_key[c['baseline_key']]['label']} on {c['metric']}: {format_metric(c['metric'], c['difference'], True)} "
               f"(p={_number(c['p_value'], 3)}): {c['verdict']}" for c in summary["comparisons"]]
     return lines

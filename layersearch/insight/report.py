@@ -257,7 +257,7 @@ class _Report:
     def section_top(self) -> None:
         s = self.s
         n = int(self.report_cfg.get("top", 10))
-        port = int(self.report_cfg.get("port", 5000))
+        port = int(self.report_cfg.get("port") or 5000)  # null: the ui default
         self.blocks.append(Heading("Top trials"))
         rows = []
         for rank, t in enumerate(top_trials(s, n), start=1):

@@ -180,7 +180,7 @@ class PerceptualLoss(nn.Module):
         self.extractor = (
             FeatureExtractor(config.arch, config.layers, config.weights, seed=seed) if config.layers else None
         )
-        self._fixed_grams: dict[str, torch.Tensor] | None = None
+        self._gram_layers: list[str] = []  # the layers of the fixed Gram targets, buffers fixed_gram_<i>
         self.last_terms: dict[str, torch.Tensor] = {}
 
     @classmethod
@@ -188,6 +188,10 @@ class PerceptualLoss(nn.Module):
         """Build from a LossConfig, a mapping, or a path to a YAML/JSON layer config."""
         config = cfg if isinstance(cfg, LossConfig) else LossConfig.load(cfg)
         return cls(config, seed=seed)
+
+    @property
+    def _fixed_grams(self) -> dict[str, torch.Tensor] | None:
+        return {name: getattr(self, f"fixed_gram_{i}") for i, name in enumerate(self._gram_layers)} or None
 
     @property
     def random_weights(self) -> bool:
@@ -201,11 +205,16 @@ class PerceptualLoss(nn.Module):
     @torch.no_grad()
     def set_style_target(self, style_image: torch.Tensor | None) -> None:
         """Fix the Gram targets once (style transfer): ``1 x 3 x H x W`` in [0, 1], or None to unset."""
+        for i in range(len(self._gram_layers)):
+            delattr(self, f"fixed_gram_{i}")
+        self._gram_layers = []
         if style_image is None or not self.config.style_layers:
-            self._fixed_grams = None
             return
         feats = self._features(style_image)
-        self._fixed_grams = {name: gram_matrix(feats[name]) for name in self.config.style_layers}
+        # Buffers (not saved in the state dict), so that .to(device) or .to(dtype) moves them with the module.
+        for i, name in enumerate(self.config.style_layers):
+            self.register_buffer(f"fixed_gram_{i}", gram_matrix(feats[name]), persistent=False)
+        self._gram_layers = list(self.config.style_layers)
 
     def _criterion(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         a, b = a.float(), b.float()

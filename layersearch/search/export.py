@@ -19,6 +19,7 @@ from ..lossnet.layers import is_vgg
 from ..lossnet.loss import LossConfig
 from ..lossnet.weights import any_random
 from ..outputs import RANDOM_BANNER, atomic_write_text
+from .ranking import first_runs, front
 from .storage import StudyError, load_study, redact
 
 FORMATS = ("yaml", "json", "basicsr")
@@ -135,7 +136,7 @@ def export_study(cfg: Mapping[str, Any], chosen: dict[str, Any] | None = None) -
     studies_dir = cfg["paths"]["studies_dir"]
     study, url = load_study(study_cfg, studies_dir)
     objectives = list(study.user_attrs.get("objectives") or [f"objective_{i}" for i in range(len(study.directions))])
-    complete = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "layer_config" in t.user_attrs]
+    complete = [t for t in first_runs(study) if t.state == TrialState.COMPLETE and "layer_config" in t.user_attrs]
     if not complete:
         raise StudyError(f"study {study.study_name!r} has no complete trial yet; run more trials first")
     metric = export_cfg.get("metric") or objectives[0]
@@ -148,15 +149,15 @@ def export_study(cfg: Mapping[str, Any], chosen: dict[str, Any] | None = None) -
     root = Path(studies_dir) / study.study_name
 
     if export_cfg.get("pareto"):
-        front = study.best_trials if len(study.directions) > 1 else [study.best_trial]
-        front = sorted(front, key=lambda t: t.values[index], reverse=not minimise)
+        directions = ["minimize" if d == optuna.study.StudyDirection.MINIMIZE else "maximize" for d in study.directions]
+        best = sorted(front(complete, directions), key=lambda t: t.values[index], reverse=not minimise)
         out_dir = Path(export_cfg.get("out") or root / "pareto")
         rendered = {out_dir / f"trial_{t.number}.{suffix}": _render(provenance_config(study, t, objectives, url), fmt)
-                    for t in front}
+                    for t in best}
         table = io.StringIO()
         writer = csv.writer(table)
         writer.writerow(["trial", "baseline", *objectives, "random_weights", "file"])
-        for t, path in zip(front, rendered, strict=True):
+        for t, path in zip(best, rendered, strict=True):
             writer.writerow([t.number, t.user_attrs.get("baseline") or "", *t.values,
                              made_with_random_weights(study, t), path.name])
         rendered[out_dir / "pareto.csv"] = table.getvalue()

@@ -22,6 +22,8 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..trial.tasks import TRIALS_PER_DEVICE_ENV
+from ..trial.train import resolve_device
 from .loop import Interrupted, run_worker
 from .storage import StudyError, journal_path, redact, scrub, sqlite_path, storage_url
 from .study import prepare_study, summarize
@@ -35,15 +37,23 @@ TRACKING_ENV = "LAYERSEARCH_TRACKING_URI"
 
 
 def _visible_gpus(cfg: Mapping[str, Any]) -> list[str]:
-    """The GPUs this host's workers may use (CUDA_VISIBLE_DEVICES order), none on CPU runs."""
-    if str(cfg["trainer"].get("device", "auto")) == "cpu":
+    """The GPUs this host's workers may use (CUDA_VISIBLE_DEVICES order), none on CPU runs.
+
+    ``trainer.device=cuda:<i>`` means the i-th of them alone (checked here: one line if there is none), so
+    that every worker runs on the GPU the user named; each worker then sees it as its only GPU, cuda:0.
+    """
+    device = str(cfg["trainer"].get("device", "auto"))
+    if device == "cpu":
         return []
     import torch
 
     count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     ids = [v.strip() for v in visible.split(",") if v.strip()] if visible else [str(i) for i in range(count)]
-    return ids[:count]
+    ids = ids[:count]
+    if device.startswith("cuda:"):
+        return [ids[resolve_device(device).index]]
+    return ids
 
 
 def n_workers(cfg: Mapping[str, Any], gpus: list[str]) -> int:
@@ -119,6 +129,14 @@ def _log_dir(cfg: Mapping[str, Any]) -> Path:
     return Path(cfg["paths"]["studies_dir"]) / str(cfg["study"]["name"]) / "logs"
 
 
+def _cores() -> int:
+    """The cores this process may run on (its affinity: a container's or SLURM's share), else all."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def _run_local(cfg: dict, n: int, plan: list[str | None]) -> dict[int, int]:
     """N worker processes on this host; their output goes, passwords removed, to the console and a log."""
     secrets = [str(cfg["study"]["storage"]), str(cfg["tracking"]["uri"])]
@@ -128,13 +146,18 @@ def _run_local(cfg: dict, n: int, plan: list[str | None]) -> dict[int, int]:
     for i in range(n):
         # Each worker its own sampler seed: with one seed, workers draw the same samples from the same history.
         worker_cfg = {**cfg, "worker": i, "study": {**cfg["study"], "seed": int(cfg["study"].get("seed") or 0) + i}}
-        env = {**os.environ, CONFIG_ENV: json.dumps(worker_cfg), "TQDM_DISABLE": "1",
-               "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
         if plan[i] is not None:
+            # The worker sees its GPU alone, as cuda:0 (trainer.device=cuda:<i> chose it in _visible_gpus).
             env["CUDA_VISIBLE_DEVICES"] = plan[i]
-        elif "OMP_NUM_THREADS" not in os.environ:
-            # CPU workers share the cores instead of each starting one thread per core.
-            env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // n))
+            env[TRIALS_PER_DEVICE_ENV] = str(plan.count(plan[i]))  # data.on_device=auto's budget is shared
+            if str(cfg["trainer"].get("device", "auto")).startswith("cuda"):
+                worker_cfg["trainer"] = {**cfg["trainer"], "device": "cuda"}
+        if "OMP_NUM_THREADS" not in os.environ:
+            # Workers share the cores instead of each starting one thread per core: GPU workers too, whose
+            # scoring (SSIM, PSNR on the host) and data work run on the CPU.
+            env["OMP_NUM_THREADS"] = str(max(1, _cores() // n))
+        env[CONFIG_ENV] = json.dumps(worker_cfg)
         procs.append(subprocess.Popen(WORKER_COMMAND, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     gpu = "" if plan[0] is None else f" on GPUs {', '.join(dict.fromkeys(p for p in plan if p))}"

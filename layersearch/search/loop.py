@@ -18,18 +18,8 @@ from tqdm.auto import tqdm
 from .algorithms import MultiObjectiveMedian
 from .runner import SweepContext, run_trial
 from .storage import HEARTBEAT_S, StudyError, redact
-from .study import (
-    Prepared,
-    SweepResult,
-    best_rows,
-    best_summary,
-    counts,
-    fail_dead,
-    last_fail_reason,
-    log_summary,
-    prepare_study,
-    reserve_trial,
-)
+from .study import Prepared, fail_dead, prepare_study, reserve_trial, warmup_steps
+from .summary import SweepResult, best_rows, best_summary, counts, last_fail_reason, log_summary, noise_lines
 
 __all__ = ["MAX_FAILED_IN_A_ROW", "MAX_INFEASIBLE_IN_A_ROW", "Interrupted", "run_worker", "stop_on_signals"]
 
@@ -76,7 +66,7 @@ def _context(cfg: Mapping[str, Any], prep: Prepared, log) -> SweepContext:
     if len(prep.objectives) > 1 and cfg["study"]["pruner"] == "median":
         multi_pruner = MultiObjectiveMedian(prep.study, prep.objectives[0][0], prep.objectives[0][1],
                                             int(cfg["study"].get("n_startup_trials", 4)),
-                                            int(cfg["study"].get("n_warmup_steps", 0)))
+                                            warmup_steps(cfg["study"], cfg["trainer"]))
     from ..trial.train import resolve_device
 
     device = training.device if training.kind == "builtin" else resolve_device(cfg["trainer"]["device"])
@@ -95,6 +85,7 @@ def _loop(cfg: Mapping[str, Any], prep: Prepared, log) -> SweepResult:
     if done >= n_trials:
         log(f"study {name} already has {done} complete or pruned trials (study.n_trials={n_trials}); nothing to run")
         result.best_rows = best_rows(study, objectives)
+        result.noise_lines = noise_lines(study, objectives)
         return result
 
     started = time.perf_counter()
@@ -140,6 +131,7 @@ def _loop(cfg: Mapping[str, Any], prep: Prepared, log) -> SweepResult:
         result.seconds_total = time.perf_counter() - started
         result.counts = counts(study)
         result.best_rows = best_rows(study, objectives)
+        result.noise_lines = noise_lines(study, objectives)
         if result.best_rows:
             log_summary(study, objectives, tracker, url, prep.random_weights)
     return result

@@ -29,17 +29,20 @@ from ..trial.train import NonFiniteLossError
 
 __all__ = ["Outcome", "final_values", "free_memory", "is_out_of_memory", "run_training"]
 
-# Allocation failures that are a trial's size, not a bug. cuBLAS and cuDNN report theirs as a plain
-# RuntimeError with their status name; the CUDA caching allocator raises torch.OutOfMemoryError
-# (torch.cuda.OutOfMemoryError before torch 2.5).
-_OOM_TYPES = tuple({getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError), torch.cuda.OutOfMemoryError})
-_OOM_TEXT = ("CUDA out of memory", "CUBLAS_STATUS_ALLOC_FAILED", "CUDNN_STATUS_ALLOC_FAILED",
-             "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE", "HIP out of memory", "DefaultCPUAllocator: can't allocate memory")
+# Allocation failures that are a trial's size, not a bug. The CUDA caching allocator raises
+# torch.cuda.OutOfMemoryError (torch >= 1.13; torch.OutOfMemoryError, new in 2.5, is the same class, so one
+# isinstance covers both on every torch that pyproject allows). cuBLAS, cuDNN and CUDA calls outside the
+# allocator report theirs as a RuntimeError (torch.AcceleratorError in newer torch) naming their status.
+_OOM_TEXT = ("CUDA out of memory", "CUDA error: out of memory", "CUBLAS_STATUS_ALLOC_FAILED",
+             "CUDNN_STATUS_ALLOC_FAILED", "CUDNN_STATUS_NOT_ENOUGH_WORKSPACE", "HIP out of memory",
+             "MPS backend out of memory", "XPU out of memory", "DefaultCPUAllocator: can't allocate memory")
 
 
 def is_out_of_memory(err: BaseException) -> bool:
     """An allocation failure on the device (or the host): the trial was too big, nothing is broken."""
-    return isinstance(err, _OOM_TYPES) or (isinstance(err, RuntimeError) and any(t in str(err) for t in _OOM_TEXT))
+    if isinstance(err, torch.cuda.OutOfMemoryError):
+        return True
+    return isinstance(err, RuntimeError) and any(text in str(err) for text in _OOM_TEXT)
 
 
 def free_memory() -> None:

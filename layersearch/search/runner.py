@@ -20,6 +20,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from ..outputs import format_metric
 from ..trial.handle import Trial
 from .algorithms import MultiObjectiveMedian
 from .outcome import run_training
@@ -99,15 +100,20 @@ def _record_interrupt(study, trial, tracker) -> bool:
 
 
 def _reporter(trial: optuna.Trial, ctx: SweepContext) -> Callable[[int, dict[str, float]], str | None]:
-    """Each report: to MLflow, then the primary objective to the pruner; a reason when it says stop."""
+    """Each report: to MLflow, then the primary objective to the pruner; a reason when it says stop.
+
+    A baseline's seed repeat only goes to MLflow: it is there to measure noise, so it runs to the end, and its
+    values must not weigh twice in the medians other trials are judged by.
+    """
     primary = ctx.names[0]
+    repeat = trial.user_attrs.get("repeat_of") is not None
     intermediate: dict[str, float] = {}
     if ctx.multi_pruner is not None:
         ctx.multi_pruner.refresh()
 
     def report(step: int, metrics: dict[str, float]) -> str | None:
         ctx.tracker.log_metrics(step, metrics)
-        if primary not in metrics:
+        if primary not in metrics or repeat:
             return None  # a step without the objective (a training loss alone): nothing to prune on
         value = metrics[primary]
         if len(ctx.objectives) == 1:
@@ -155,6 +161,9 @@ def _run(trial: optuna.Trial, ctx: SweepContext) -> tuple[str, float]:
         tags["layersearch.baseline"] = baseline
     if retry_of is not None:
         tags[RETRY_TAG] = str(retry_of)
+    if trial.user_attrs.get("repeat_of") is not None:
+        tags["layersearch.repeat_of"] = str(trial.user_attrs["repeat_of"])
+        baseline = f"{baseline}, seed {seed}"  # its label in the runs table and the console
     tracker.start_trial(trial.number, trial.params, layer_config, tags=tags,
                         name=trial_run_name(trial.number, layer_config, baseline, retry_of))
     folder = trial_dir(ctx.cfg, study.study_name, trial.number)
@@ -173,7 +182,7 @@ def _run(trial: optuna.Trial, ctx: SweepContext) -> tuple[str, float]:
         values = [outcome.values[m] for m in ctx.names]
         study.tell(trial, values)
         tracker.end_trial("COMPLETE", outcome.values)
-        log(f"{label}: COMPLETE " + "  ".join(f"{m}={v:.4f}" for m, v in zip(ctx.names, values, strict=True)))
+        log(f"{label}: COMPLETE " + "  ".join(f"{m}={format_metric(m, v)}" for m, v in zip(ctx.names, values, strict=True)))
     elif outcome.state == "PRUNED":
         study.tell(trial, state=TrialState.PRUNED)
         tracker.end_trial("PRUNED", reason=outcome.reason)

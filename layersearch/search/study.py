@@ -8,6 +8,7 @@ failed ones too) is recorded with its reason.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,21 +24,24 @@ from ..outputs import RANDOM_BANNER
 from ..trial.kinds import Training, make_training
 from ..trial.metrics import METRIC_DIRECTIONS
 from .algorithms import make_pruner, make_sampler
-from .export import provenance_config
+from .noise import is_repeat
 from .space import NotInSpace, SearchSpace, metric_overlap_warning
 from .storage import (
+    DB_RETRY_S,
     GRACE_S,
     HEARTBEAT_S,
     StudyError,
     check_study_name,
     database_url,
     fail_dead_trials,
+    journal_path,
     open_storage,
     redact,
     sqlite_path,
     storage_lock,
     storage_url,
 )
+from .summary import SweepResult, best_rows, counts, log_summary, noise_lines
 from .tracking import StudyTracker, check_tracking, probe_tracking
 
 __all__ = ["Prepared", "SweepResult", "enqueue_baselines", "prepare_study", "reserve_trial", "resolve_objectives",
@@ -92,49 +96,13 @@ def resolve_objectives(study_cfg: Mapping[str, Any], training: Training) -> list
     return [(n, METRIC_DIRECTIONS[n]) for n in names]
 
 
-@dataclass
-class SweepResult:
-    study_name: str
-    storage: str
-    counts: dict[str, int]
-    best_rows: dict[str, dict[str, float]]
-    objectives: list[tuple[str, str]]
-    random_weights: bool
-    seconds_total: float = 0.0
-    seconds_in_training: float = 0.0
-    ran_trials: int = 0
-    experiment_id: str | None = None
+def enqueue_baselines(study: optuna.Study, space: SearchSpace, log, seeds: list[int]) -> list[str]:
+    """Enqueue the literature layer configs (conf/loss/) that fit the space; return their names.
 
-
-def counts(study: optuna.Study) -> dict[str, int]:
-    states = [t.state for t in study.get_trials(deepcopy=False)]
-    return {
-        "complete": states.count(TrialState.COMPLETE),
-        "pruned": states.count(TrialState.PRUNED),
-        "failed": states.count(TrialState.FAIL),
-    }
-
-
-def best_rows(study: optuna.Study, objectives: list[tuple[str, str]]) -> dict[str, dict[str, float]]:
-    """Best trial (single objective) or the Pareto front, as printable rows, baselines named."""
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        return {}
-    best = study.best_trials if len(objectives) > 1 else [study.best_trial]
-    rows = {}
-    for t in sorted(best, key=lambda t: t.number):
-        label = f"#{t.number}" + (f" ({t.user_attrs['baseline']})" if t.user_attrs.get("baseline") else "")
-        rows[label] = dict(zip([m for m, _ in objectives], t.values, strict=True))
-    for t in complete:  # the baselines always appear, so the table answers "did the search beat them?"
-        if t.user_attrs.get("baseline"):
-            label = f"#{t.number} ({t.user_attrs['baseline']})"
-            rows.setdefault(label, dict(zip([m for m, _ in objectives], t.values, strict=True)))
-    return rows
-
-
-def enqueue_baselines(study: optuna.Study, space: SearchSpace, log) -> list[str]:
-    """Enqueue the literature layer configs (conf/loss/) that fit the space; return their names."""
-
+    Each baseline runs once per seed in ``seeds``: the first run is a trial like any other, the others are
+    repeats (``repeat_of`` its number), queued right behind it, not counted in ``study.n_trials``: they
+    measure the study's seed noise (search/noise.py).
+    """
     queued = []
     for name in space.baselines:
         literature = literature_loss(name)
@@ -145,7 +113,10 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace, log) -> list[str]
         except NotInSpace as err:
             log(f"baseline {name} does not fit the space ({err}); not enqueued")
             continue
-        study.enqueue_trial(params, user_attrs={"baseline": name})
+        study.enqueue_trial(params, user_attrs={"baseline": name, "seed": seeds[0]})
+        first = max(t.number for t in study.get_trials(deepcopy=False))
+        for seed in seeds[1:]:
+            study.enqueue_trial(params, user_attrs={"baseline": name, "seed": seed, "repeat_of": first})
         queued.append(name)
     return queued
 
@@ -180,6 +151,22 @@ class _Plan:
     url: str
     random_weights: bool
     training: Training
+    baseline_seeds: list[int]
+    retry_s: float
+
+
+def warmup_steps(study_cfg: Mapping[str, Any], trainer: Mapping[str, Any]) -> int:
+    """Training steps before a trial can be pruned: ``study.n_warmup_steps``, or when null
+    ``study.warmup_fraction`` of ``trainer.steps`` (where early evaluations start to predict final ones)."""
+    steps = study_cfg.get("n_warmup_steps")
+    if steps is not None:
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise StudyError(f"study.n_warmup_steps must be a whole number >= 0 or null, got {steps!r}")
+        return steps
+    fraction = study_cfg.get("warmup_fraction", 0.0)
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+        raise StudyError(f"study.warmup_fraction must be a number in [0, 1), got {fraction!r}")
+    return math.ceil(fraction * int(trainer["steps"]))
 
 
 def _plan(cfg: Mapping[str, Any], log) -> _Plan:
@@ -192,7 +179,7 @@ def _plan(cfg: Mapping[str, Any], log) -> _Plan:
     if overlap := metric_overlap_warning(space.archs, cfg["metrics"]["lpips"]["net"], [m for m, _ in objectives]):
         log(overlap)
     n_trials, n_startup = int(study_cfg["n_trials"]), int(study_cfg.get("n_startup_trials", 4))
-    n_warmup = int(study_cfg.get("n_warmup_steps", 0))
+    n_warmup = warmup_steps(study_cfg, trainer)
     if n_trials < 1:
         raise StudyError(f"study.n_trials must be >= 1, got {n_trials}")
     heartbeat_s = float(study_cfg.get("heartbeat_s") or HEARTBEAT_S)
@@ -208,7 +195,13 @@ def _plan(cfg: Mapping[str, Any], log) -> _Plan:
                          "alembic_version table there: use separate databases (e.g. .../optuna and .../mlflow)")
     check_tracking(str(cfg["tracking"]["uri"]), cfg["tracking"].get("artifacts"))
     random_weights = any_random(space.weights, cfg["metrics"]["lpips"]["weights"])
-    return _Plan(name, objectives, space, n_trials, heartbeat_s, grace_s, sampler, pruner, url, random_weights, training)
+    n_seeds = int(study_cfg.get("baseline_seeds", 1))
+    if n_seeds < 1:
+        raise StudyError(f"study.baseline_seeds must be >= 1, got {n_seeds}")
+    first = int(trainer.get("seed", 0))
+    retry_s = float(study_cfg.get("db_retry_s", DB_RETRY_S))
+    return _Plan(name, objectives, space, n_trials, heartbeat_s, grace_s, sampler, pruner, url, random_weights,
+                 training, list(range(first, first + n_seeds)), retry_s)
 
 
 def _lpips_label(cfg: Mapping[str, Any]) -> str:
@@ -231,9 +224,15 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
         prepare_training: False in a launcher that only starts workers (they prepare their own).
     """
     plan = _plan(cfg, log)
-    storage = open_storage(plan.url, heartbeat_s=plan.heartbeat_s, grace_s=plan.grace_s)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own console view says what happens
-    if plan.name in optuna.study.get_all_study_names(storage):
+
+    def storage_now() -> optuna.storages.BaseStorage:
+        return open_storage(plan.url, heartbeat_s=plan.heartbeat_s, grace_s=plan.grace_s, retry_s=plan.retry_s)
+
+    # A server is tested first (it may be unreachable); a study file is only created once all else is known.
+    local = sqlite_path(plan.url) or journal_path(plan.url)
+    storage = storage_now() if local is None or local.exists() else None
+    if storage is not None and plan.name in optuna.study.get_all_study_names(storage):
         _check_same_study(optuna.load_study(study_name=plan.name, storage=storage), plan.objectives, cfg,
                           plan.training)
     if tracker:
@@ -242,10 +241,12 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
         plan.training.prepare()
         for arch in plan.space.archs:  # the loss network's weights: offline ImageNet fails here, not in trial 0
             trunk_state_dict(arch, plan.space.weights)
+    storage = storage or storage_now()
     study_tracker = None
     if tracker:
         study_tracker = StudyTracker(
             str(cfg["tracking"]["uri"]), plan.name, redact(plan.url), artifacts=cfg["tracking"].get("artifacts"),
+            retry_s=plan.retry_s,
             tags={"layersearch.task": _task_label(cfg, plan.training),
                   "layersearch.random_weights": str(plan.random_weights).lower(),
                   "layersearch.search_space": str(cfg["search_space"].get("name", "")),
@@ -261,11 +262,14 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
         if plan.random_weights and not study.user_attrs.get("random_weights"):
             study.set_user_attr("random_weights", True)
         new = not study.get_trials(deepcopy=False)
-        queued = enqueue_baselines(study, plan.space, log) if new else []
+        queued = enqueue_baselines(study, plan.space, log, plan.baseline_seeds) if new else []
     log(f"study {plan.name} in {redact(plan.url)}: {len(study.get_trials(deepcopy=False))} trials so far, objectives "
         + ", ".join(f"{m} ({d})" for m, d in plan.objectives))
     if queued:
-        log(f"enqueued literature baselines first: {', '.join(queued)}")
+        repeats = len(plan.baseline_seeds) - 1
+        log(f"enqueued literature baselines first: {', '.join(queued)}"
+            + (f", each with {repeats} more seed{'s' * (repeats > 1)} to measure the seed noise (not counted in "
+               "study.n_trials)" if repeats else ""))
     if plan.random_weights:
         log(RANDOM_BANNER)
     prepared = Prepared(study, plan.url, plan.objectives, plan.space, plan.random_weights, plan.n_trials,
@@ -303,33 +307,19 @@ def reserve_trial(study: optuna.Study, url: str, n_trials: int) -> tuple[optuna.
 
     Optuna's own ``n_trials`` counts per process, so N workers would run up to N times too many. Counting
     and asking under `storage_lock` makes the check and the new RUNNING trial one step for every worker,
-    so the study ends with exactly ``n_trials`` COMPLETE + PRUNED (a trial that fails frees its slot).
+    so the study ends with exactly ``n_trials`` COMPLETE + PRUNED first runs (a trial that fails frees its
+    slot). The baselines' seed repeats are not counted: one that is next in the queue always runs.
     None with done < n_trials means "the last trials are running elsewhere: wait".
     """
     with storage_lock(url):
-        states = [t.state for t in study.get_trials(deepcopy=False)]
+        trials = study.get_trials(deepcopy=False)
+        states = [t.state for t in trials if not is_repeat(t)]
         done = states.count(TrialState.COMPLETE) + states.count(TrialState.PRUNED)
-        if done + states.count(TrialState.RUNNING) >= n_trials:
+        waiting = [t for t in trials if t.state == TrialState.WAITING]
+        repeat_next = bool(waiting) and is_repeat(min(waiting, key=lambda t: t.number))
+        if done + states.count(TrialState.RUNNING) >= n_trials and not repeat_next:
             return None, done
         return study.ask(), done
-
-
-def summarize(prep: Prepared) -> SweepResult:
-    """The study's counts and best rows as they stand (after the workers), summary run refreshed."""
-    study, objectives = prep.study, prep.objectives
-    result = SweepResult(study.study_name, redact(prep.url), counts(study), best_rows(study, objectives),
-                         objectives, prep.random_weights)
-    result.experiment_id = prep.tracker.experiment_id if prep.tracker else None
-    if prep.tracker is not None:
-        prep.tracker.backfill(study.get_trials(deepcopy=False), [m for m, _ in objectives])
-        if result.best_rows:
-            log_summary(study, objectives, prep.tracker, prep.url, prep.random_weights)
-    return result
-
-
-def last_fail_reason(study: optuna.Study) -> str:
-    failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-    return failed[-1].user_attrs.get("fail_reason", "unknown") if failed else "unknown"
 
 
 def _check_same_study(study: optuna.Study, objectives, cfg, training: Training) -> None:
@@ -366,22 +356,15 @@ def to_plain(value: Any) -> Any:
     return value
 
 
-def best_summary(study: optuna.Study, objectives) -> str:
-    complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    if not complete:
-        return "no complete trial yet"
-    metric, direction = objectives[0]
-    pick = min if direction == "minimize" else max
-    best = pick(complete, key=lambda t: t.values[0])
-    return f"best {metric} {best.values[0]:.4f} (#{best.number})"
-
-
-def log_summary(study, objectives, tracker, url, random_weights) -> None:
-    names = [m for m, _ in objectives]
-    best = study.best_trials if len(objectives) > 1 else [study.best_trial]
-    configs = [provenance_config(study, t, names, url) for t in best]
-    table = [{"trial": t.number, "baseline": t.user_attrs.get("baseline", ""),
-              **dict(zip(names, t.values, strict=True))} for t in best]
-    # Locked: two workers finishing together would each replace the summary run and leave two.
-    with storage_lock(tracker.uri):
-        tracker.log_summary(configs, table, redact(url), extra_params={"random_weights": str(random_weights).lower()})
+def summarize(prep: Prepared) -> SweepResult:
+    """The study's counts and best rows as they stand (after the workers), summary run refreshed."""
+    study, objectives = prep.study, prep.objectives
+    result = SweepResult(study.study_name, redact(prep.url), counts(study), best_rows(study, objectives),
+                         objectives, prep.random_weights)
+    result.noise_lines = noise_lines(study, objectives)
+    result.experiment_id = prep.tracker.experiment_id if prep.tracker else None
+    if prep.tracker is not None:
+        prep.tracker.backfill(study.get_trials(deepcopy=False), [m for m, _ in objectives])
+        if result.best_rows:
+            log_summary(study, objectives, prep.tracker, prep.url, prep.random_weights)
+    return result

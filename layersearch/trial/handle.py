@@ -11,6 +11,7 @@ piece of Optuna here is `Pruned`'s base class, so that code written for Optuna s
 from __future__ import annotations
 
 import math
+import numbers
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -122,8 +123,9 @@ class Trial:
         trial fails with a reason naming the metric or step. To clean up before stopping, catch
         ``layersearch.Pruned`` around this call, or check ``should_prune()``.
         """
-        if isinstance(step, bool) or not isinstance(step, int):
+        if isinstance(step, bool) or not isinstance(step, numbers.Integral):
             raise TrialFailed(f"report(step=...) takes a whole number, got {step!r}")
+        step = int(step)  # numpy integers too
         if self._last_step is not None and step <= self._last_step:
             raise TrialFailed(f"report steps must increase: step {step} after step {self._last_step}")
         values = {str(name): metric_value(name, value, step) for name, value in metrics.items()}

@@ -6,6 +6,7 @@ file in ``conf/task/`` whose ``_target_`` names it; the training loop and the se
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -63,6 +64,45 @@ def _stack_if_same_shape(images: list[torch.Tensor]) -> list[torch.Tensor]:
     return [img.unsqueeze(0) for img in images]
 
 
+#: ``data.on_device=auto`` keeps the training images on a GPU when, as stored (float32), they take at most
+#: this share of its memory for each trial running on it at once.
+DEVICE_SHARE = 0.1
+#: How many trials run at once on this process's GPU: the launcher sets it for each worker it pins to a GPU.
+TRIALS_PER_DEVICE_ENV = "LAYERSEARCH_TRIALS_PER_DEVICE"
+
+
+def trials_sharing_device() -> int:
+    """The trials sharing this process's device (``LAYERSEARCH_TRIALS_PER_DEVICE``, else 1)."""
+    try:
+        return max(1, int(os.environ.get(TRIALS_PER_DEVICE_ENV) or 1))
+    except ValueError:
+        return 1
+
+
+def keep_on_device(setting: Any, nbytes: int, device: torch.device, sharing: int = 1) -> bool:
+    """Whether the training images live on ``device`` (``data.on_device``).
+
+    ``true`` or ``false`` as given; ``auto``: on a GPU when ``nbytes x sharing`` is at most ``DEVICE_SHARE``
+    of its memory (the sample photos, ~50 MB, are; DIV2K's 800 images, ~27 GB as float32, are not), and
+    always on the CPU, which is where they are anyway.
+    """
+    if isinstance(setting, bool):
+        return setting
+    if setting not in (None, "auto"):
+        raise ConfigValueError(f"data.on_device must be auto, true or false, got {setting!r}")
+    if device.type != "cuda":
+        return True
+    return nbytes * max(1, sharing) <= DEVICE_SHARE * torch.cuda.get_device_properties(device).total_memory
+
+
+def _move_images(images: list[torch.Tensor], device: torch.device, nbytes: int) -> list[torch.Tensor]:
+    try:
+        return [img.to(device) for img in images]
+    except torch.cuda.OutOfMemoryError:
+        raise DataError(f"the training images ({nbytes / 2**30:.1f} GiB as float32) do not fit on {device}: "
+                        "set data.on_device=false to keep them in host memory") from None
+
+
 class Task:
     """Base class. Subclasses set ``objectives`` and implement the data, generator and evaluation hooks.
 
@@ -78,6 +118,9 @@ class Task:
     #: The sweep's default objectives, the first one primary (it drives pruning).
     objectives: tuple[str, ...] = ()
     name = "task"
+    #: ``bf16`` or ``fp32``: how ``generate`` runs the generator. `train` sets it to the run's precision, so
+    #: that a run is evaluated in the precision it trains in (and records).
+    precision = "fp32"
 
     def __init__(self, data: Mapping, model: Mapping, metrics: Mapping, device: str | torch.device = "cpu"):
         self.device = torch.device(device)
@@ -87,11 +130,36 @@ class Task:
         self.lpips.to(self.device)
         train = load_split(data, "train")
         self.train_names = [name for name, _ in train]
-        # Small enough to live on the device: crops and flips then happen there, without a copy per step.
-        self.train_images = [img.to(self.device) for _, img in train]
+        nbytes = sum(img.numel() * img.element_size() for _, img in train)
+        self.train_on_device = keep_on_device(data.get("on_device", "auto"), nbytes, self.device,
+                                              trials_sharing_device())
+        # On the device, crops and flips are cut there without a copy per step (the fast path, for small
+        # data); otherwise the images stay in host memory and each batch is cut there, then copied.
+        self.train_images = [img for _, img in train]
+        if self.train_on_device:
+            self.train_images = _move_images(self.train_images, self.device, nbytes)
 
     def build_generator(self) -> nn.Module:
         return construct(self.model_cfg).to(self.device)
+
+    def generate(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
+        """Evaluation forward: eval mode, no grad, in ``self.precision`` (bf16 autocast or fp32), output in
+        float32 clamped to [0, 1]. The metrics then compute in float32 whatever the precision."""
+        was_training = model.training
+        model.eval()
+        with torch.no_grad(), torch.autocast(inputs.device.type, torch.bfloat16, enabled=self.precision == "bf16"):
+            out = model(inputs).float().clamp(0, 1)
+        model.train(was_training)
+        return out
+
+    def training_crops(self, size: int, batch_size: int, generator: torch.Generator) -> torch.Tensor:
+        """``batch_size x 3 x size x size`` random crops (flipped at random) of the training images, on the
+        device: cut there when the images live there, else cut in host memory, pinned and copied."""
+        crops = random_crops(self.train_images, size, batch_size, generator)
+        if crops.is_cuda or self.device.type != "cuda":
+            return crops
+        # Pinned, the copy is asynchronous; torch keeps the pinned block until the copy is done.
+        return crops.pin_memory().to(self.device, non_blocking=True)
 
     def setup_loss(self, loss_fn: PerceptualLoss) -> None:
         """Fix per-task targets in the loss once (style Grams); nothing by default."""
@@ -114,16 +182,6 @@ class Task:
     def preview(self, model: nn.Module, n: int) -> tuple[list[str], list[list[torch.Tensor]]]:
         """Column titles and rows of ``3 x H x W`` images in [0, 1] for a result grid."""
         raise NotImplementedError
-
-
-def _generate(model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
-    """Evaluation forward: eval mode, no grad, bf16 autocast on CUDA, output clamped to [0, 1]."""
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), torch.autocast(inputs.device.type, torch.bfloat16, enabled=inputs.device.type == "cuda"):
-        out = model(inputs).float().clamp(0, 1)
-    model.train(was_training)
-    return out
 
 
 class SuperResolution(Task):
@@ -160,7 +218,7 @@ class SuperResolution(Task):
         return construct(self.model_cfg, scale=self.scale).to(self.device)
 
     def sample_batch(self, batch_size, generator):
-        hr = random_crops(self.train_images, self.crop, batch_size, generator)
+        hr = self.training_crops(self.crop, batch_size, generator)
         return degrade(hr, self.scale, self.blur_sigma), hr
 
     def _score(self, outputs: list[torch.Tensor]) -> dict[str, float]:
@@ -172,7 +230,7 @@ class SuperResolution(Task):
         return {k: float(torch.cat(v).double().mean()) for k, v in scores.items()}
 
     def evaluate(self, model):
-        return self._score([_generate(model, lr) for lr in self.val_lr])
+        return self._score([self.generate(model, lr) for lr in self.val_lr])
 
     def bicubic(self, lr: torch.Tensor) -> torch.Tensor:
         return F.interpolate(lr, scale_factor=self.scale, mode="bicubic", align_corners=False).clamp(0, 1)
@@ -185,7 +243,7 @@ class SuperResolution(Task):
     def preview(self, model, n):
         rows = []
         for lr, hr in zip(self.val_lr, self.val_hr, strict=True):
-            sr = _generate(model, lr)
+            sr = self.generate(model, lr)
             for i in range(lr.shape[0]):
                 if len(rows) < n:
                     rows.append([self.bicubic(lr[i : i + 1])[0], sr[i], hr[i]])
@@ -233,13 +291,13 @@ class StyleTransfer(Task):
         loss_fn.set_style_target(self.style_image[None])
 
     def sample_batch(self, batch_size, generator):
-        content = random_crops(self.train_images, self.crop, batch_size, generator)
+        content = self.training_crops(self.crop, batch_size, generator)
         return content, content
 
     def evaluate(self, model):
         c_lpips, s_dist = [], []
         for content in self.val_content:
-            out = _generate(model, content)
+            out = self.generate(model, content)
             c_lpips.append(self.lpips(out, content, cache_target=True).flatten().cpu())
             s_dist.append(style_distance(self.lpips, out, self.style_image[None]).flatten().cpu())
         return {
@@ -250,7 +308,7 @@ class StyleTransfer(Task):
     def preview(self, model, n):
         rows = []
         for content in self.val_content:
-            out = _generate(model, content)
+            out = self.generate(model, content)
             for i in range(content.shape[0]):
                 if len(rows) < n:
                     rows.append([content[i], out[i], self.style_image])

@@ -11,6 +11,7 @@ import os
 import shutil
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,16 +45,42 @@ class NonFiniteLossError(LayersearchError, RuntimeError):
     """The training loss became NaN or infinite; the run stops at once."""
 
 
+def _visible_cuda_devices() -> str:
+    names = []
+    for i in range(torch.cuda.device_count()):
+        try:
+            names.append(f"cuda:{i} ({torch.cuda.get_device_name(i)})")
+        except Exception:  # a name is a courtesy; the index is what matters
+            names.append(f"cuda:{i}")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    where = f"; CUDA_VISIBLE_DEVICES={visible} numbers them from 0" if visible is not None else ""
+    return (", ".join(names) or "none") + where
+
+
 def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available else cpu; ``cuda`` on a machine without one is a DeviceError."""
+    """``auto`` -> cuda when available else cpu; ``cuda`` or ``cuda:<index>`` only if this process sees that GPU.
+
+    Raises:
+        DeviceError: an unknown name, CUDA on a machine without it, or an index this process does not see
+            (the error lists the devices it does see).
+    """
     name = str(name)
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    if name == "cpu":
+        return torch.device("cpu")
+    if not name.startswith("cuda"):
+        raise DeviceError(f"unknown trainer.device {name!r}; choose auto, cpu, cuda or cuda:<index>")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise DeviceError(f"trainer.device={name} is not a device name; write cuda or cuda:<index>") from None
+    if not torch.cuda.is_available():
         raise DeviceError(f"trainer.device={name} but this machine has no CUDA device; use auto or cpu")
-    if name != "cpu" and not name.startswith("cuda"):
-        raise DeviceError(f"unknown trainer.device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
+    if device.index is not None and device.index >= torch.cuda.device_count():
+        raise DeviceError(f"trainer.device={name} but this process sees {torch.cuda.device_count()} CUDA device(s): "
+                          f"{_visible_cuda_devices()}")
+    return device
 
 
 @functools.cache
@@ -66,14 +93,34 @@ def cpu_has_native_bf16() -> bool:
     return any(probe() for probe in probes if probe is not None)
 
 
+def cuda_has_native_bf16(device: torch.device) -> bool:
+    """Compute capability 8.0 (Ampere) or later: bf16 tensor cores. On a T4 or V100 cuDNN has no bf16
+    convolutions and autocast falls back to slow kernels."""
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
+_WARNED_SLOW_BF16: set[str] = set()
+
+
 def _use_bf16(precision: str, device: torch.device) -> bool:
     if precision not in ("auto", "fp32", "bf16"):
         raise ConfigValueError(f"unknown trainer.precision {precision!r}; choose auto, fp32 or bf16")
-    if precision != "auto":
-        return precision == "bf16"
-    # On a CPU with bf16 units, quickstart trials run 1.5-1.8x faster in bf16 with the same ranking of losses
-    # within seed noise (benchmarks/precision.py); without them bf16 is emulated and slower, so fp32 stays.
-    return device.type == "cuda" or (device.type == "cpu" and cpu_has_native_bf16())
+    if precision == "fp32":
+        return False
+    native = (device.type == "cuda" and cuda_has_native_bf16(device)) or (device.type == "cpu" and cpu_has_native_bf16())
+    if precision == "bf16":
+        # Asked for explicitly: done (it computes correctly), with one warning per device when it will be slow.
+        if device.type == "cuda" and not native and str(device) not in _WARNED_SLOW_BF16:
+            _WARNED_SLOW_BF16.add(str(device))
+            major, minor = torch.cuda.get_device_capability(device)
+            warnings.warn(f"trainer.precision=bf16 on {torch.cuda.get_device_name(device)} (compute capability "
+                          f"{major}.{minor} < 8.0): no bf16 tensor cores, so it runs slow fallback kernels; "
+                          "trainer.precision=auto trains in fp32 there", stacklevel=3)
+        return True
+    # auto. On a CPU with bf16 units, quickstart trials run 1.5-1.8x faster in bf16 with the same ranking of
+    # losses within seed noise (benchmarks/precision.py); without bf16 units (CPU, or a GPU before Ampere) bf16
+    # is emulated or falls back to slow kernels, so fp32 stays.
+    return native
 
 
 def precision_used(trainer: Mapping[str, Any], device: torch.device) -> str:
@@ -174,6 +221,7 @@ def train(
         if loss_fn.extractor is not None:
             loss_fn.extractor.compile()
     task.setup_loss(loss_fn)
+    task.precision = "bf16" if bf16 else "fp32"  # evaluations and previews run the generator as training does
     optimizer = torch.optim.Adam(model.parameters(), lr=float(trainer["lr"]))
     batches = torch.Generator().manual_seed(seed)
 

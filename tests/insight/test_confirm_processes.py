@@ -68,7 +68,7 @@ def test_a_killed_confirm_resumes_and_runs_only_the_remaining_jobs(swept, tmp_pa
     killed_at = time.perf_counter() - started
     before = {_job(t): t for t in _jobs(tmp_path) if t.state == COMPLETE}
     killed = [t for t in _jobs(tmp_path) if t.state == RUNNING]
-    assert len(killed) == 1 and not (tmp_path / "studies/s1/confirm").exists()
+    assert len(killed) == 1 and not (tmp_path / "studies/s1/confirm/confirm.json").exists()
 
     second = run_cli(CONFIRM, tmp_path)
     assert second.returncode == 0, second.stderr[-2000:]

@@ -62,6 +62,26 @@ def test_fixed_style_target_is_used(images):
     torch.testing.assert_close(per_call.last_terms["style/relu2_1"], loss_fn.last_terms["style/relu2_1"])
 
 
+def test_fixed_style_targets_move_with_the_module(images):
+    # A library user fixes the style on the CPU, then calls .to("cuda"): the Gram targets must follow.
+    loss_fn = PerceptualLoss.from_config(config(style_layers={"relu1_2": 1.0, "relu2_1": 0.5}, style_weight=1.0))
+    loss_fn.set_style_target(torch.rand(1, 3, 32, 32))
+    grams = {name: t.clone() for name, t in loss_fn.named_buffers() if name.startswith("fixed_gram")}
+    assert len(grams) == 2 and all(t.dtype == torch.float32 for t in grams.values())
+    assert not any(k.startswith("fixed_gram") for k in loss_fn.state_dict())  # targets, not weights to save
+    loss_fn.to(torch.float64)
+    moved = dict(loss_fn.named_buffers())
+    for name, before in grams.items():
+        assert moved[name].dtype == torch.float64
+        torch.testing.assert_close(moved[name].float(), before)
+    assert {loss_fn._fixed_grams[k].dtype for k in ("relu1_2", "relu2_1")} == {torch.float64}
+    loss_fn.to("meta")
+    assert {t.device.type for name, t in loss_fn.named_buffers() if name.startswith("fixed_gram")} == {"meta"}
+    loss_fn.set_style_target(None)  # unset: the buffers go
+    assert not any(name.startswith("fixed_gram") for name, _ in loss_fn.named_buffers())
+    assert loss_fn._fixed_grams is None
+
+
 def test_one_extractor_pass_for_content_and_style(images):
     loss_fn = PerceptualLoss.from_config(config(style_layers={"relu3_1": 1.0}, style_weight=1.0))
     calls = []

@@ -13,7 +13,7 @@ import mlflow
 import optuna
 import pytest
 from conftest import PG_PASSWORD
-from helpers import console_script
+from helpers import console_script, fake_gpus
 from optuna.trial import TrialState
 from test_workers import SMOKE
 
@@ -110,13 +110,62 @@ def test_slurm_array_through_submitits_local_executor(postgres_db, postgres_trac
     assert PG_PASSWORD not in done.stdout + done.stderr
 
 
-def test_workers_are_pinned_to_their_gpu(tmp_path, monkeypatch, capsys):
-    script = "import os; print('gpu', os.environ.get('CUDA_VISIBLE_DEVICES'), 'omp', os.environ.get('OMP_NUM_THREADS'))"
-    monkeypatch.setattr(launch, "WORKER_COMMAND", [sys.executable, "-c", script])
+WORKER_ENV_SCRIPT = ("import json, os; print('gpu', os.environ.get('CUDA_VISIBLE_DEVICES'), 'omp', "
+                     "os.environ.get('OMP_NUM_THREADS'), 'share', os.environ.get('LAYERSEARCH_TRIALS_PER_DEVICE'), "
+                     "'device', json.loads(os.environ['LAYERSEARCH_WORKER_CONFIG'])['trainer']['device'])")
+
+
+def _worker_lines(tmp_path: Path, n: int) -> list[list[str]]:
+    # The last line of each log (logs are appended to, run after run).
+    return [(tmp_path / f"studies/w/logs/worker-{i}.log").read_text().splitlines()[-1].split()[1::2] for i in range(n)]
+
+
+def test_workers_are_pinned_to_their_gpu_and_share_the_cores(tmp_path, monkeypatch):
+    monkeypatch.setattr(launch, "WORKER_COMMAND", [sys.executable, "-c", WORKER_ENV_SCRIPT])
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    launch._run_local(_cfg(tmp_path), 4, launch.gpu_plan(4, 2, ["0", "1"]))
-    logs = [(tmp_path / f"studies/w/logs/worker-{i}.log").read_text().split()[:2] for i in range(4)]
-    assert logs == [["gpu", "0"], ["gpu", "0"], ["gpu", "1"], ["gpu", "1"]]
-    launch._run_local(_cfg(tmp_path), 2, [None, None])  # CPU workers share the cores
-    expected = str(max(1, (os.cpu_count() or 1) // 2))
-    assert (tmp_path / "studies/w/logs/worker-1.log").read_text().split()[-1] == expected
+    cores = len(os.sched_getaffinity(0))
+    cfg = {**_cfg(tmp_path), "trainer": {"device": "cuda:1"}}
+    launch._run_local(cfg, 4, launch.gpu_plan(4, 2, ["0", "1"]))
+    # Each worker sees its GPU alone, as cuda:0, knows how many trials share it, and gets its share of the
+    # cores: GPU workers too (their scoring and data work run on the CPU).
+    share = str(max(1, cores // 4))
+    assert _worker_lines(tmp_path, 4) == [["0", share, "2", "cuda"], ["0", share, "2", "cuda"],
+                                          ["1", share, "2", "cuda"], ["1", share, "2", "cuda"]]
+    launch._run_local({**cfg, "trainer": {"device": "cpu"}}, 2, [None, None])  # CPU workers share the cores
+    assert _worker_lines(tmp_path, 2) == [["None", str(max(1, cores // 2)), "None", "cpu"]] * 2
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the user's own setting is kept
+    launch._run_local({**cfg, "trainer": {"device": "auto"}}, 2, ["3", "3"])
+    assert _worker_lines(tmp_path, 2) == [["3", "7", "2", "auto"]] * 2
+
+
+def test_an_explicit_gpu_index_pins_every_worker_to_that_gpu(monkeypatch):
+    from layersearch.trial.train import DeviceError
+
+    fake_gpus(monkeypatch, ["Fake GPU"] * 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
+
+    def gpus(device: str) -> list[str]:
+        return launch._visible_gpus({"trainer": {"device": device}})
+
+    assert gpus("auto") == gpus("cuda") == ["4", "6"]
+    assert gpus("cuda:1") == ["6"]  # the second visible GPU, for every worker
+    assert gpus("cpu") == []
+    assert launch.gpu_plan(2, 2, gpus("cuda:1")) == ["6", "6"]
+    with pytest.raises(DeviceError, match=r"cuda:2 but this process sees 2 CUDA device\(s\)"):
+        gpus("cuda:2")
+
+
+def test_a_sweep_on_a_gpu_index_that_does_not_exist_exits_2_before_any_worker(tmp_path, monkeypatch, capsys):
+    from helpers import one_error_line
+
+    from layersearch.cli import main
+
+    fake_gpus(monkeypatch, ["Fake GPU"])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(launch, "_run_local", lambda *a: pytest.fail("started workers"))
+    args = ["sweep", *SMOKE, "study.name=idx", "trainer.device=cuda:1", "study.trials_per_device=2",
+            f"tracking.uri=sqlite:///{tmp_path}/mlflow.db"]
+    assert main(args) == 2
+    assert one_error_line(capsys) == ("layersearch sweep: trainer.device=cuda:1 but this process sees 1 CUDA "
+                                      "device(s): cuda:0 (Fake GPU)")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import threading
 import warnings
 
@@ -12,9 +11,9 @@ import mlflow
 import optuna
 import pytest
 from conftest import PG_PASSWORD
-from helpers import console_script
+from helpers import Watched, console_script
 from optuna.trial import TrialState
-from test_workers import KILL_ARGS, SMOKE, _running_trial_of_a_worker, _wait_for, check_killed_worker_study
+from test_workers import BLOCKING, SMOKE, blocking_env, check_killed_worker_study, started_trial
 
 from layersearch.search.storage import database_url, open_storage, storage_lock
 from layersearch.search.tracking import StudyTracker
@@ -94,29 +93,25 @@ def test_sweep_on_postgres_redacts_everything(postgres_db, postgres_tracking, tm
 def test_three_workers_on_postgres_one_killed(postgres_db, postgres_tracking, tmp_path):
     """Done-when: 3 workers, n_trials=12, one SIGKILLed mid-trial: exactly 12, nothing running, retry."""
     n_trials = 12
-    args = [console_script(), "sweep", *SMOKE, "study.name=pg3", f"study.n_trials={n_trials}",
+    args = [console_script(), "sweep", *SMOKE, *BLOCKING, "study.name=pg3", f"study.n_trials={n_trials}",
             f"study.storage={postgres_db}", f"tracking.uri={postgres_tracking}",
-            f"tracking.artifacts={tmp_path}/artifacts", *KILL_ARGS]
-    procs = [subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              env={**os.environ, "PYTHONUNBUFFERED": "1"}) for _ in range(3)]
+            f"tracking.artifacts={tmp_path}/artifacts"]
+    sweeps = [Watched(args, tmp_path, **blocking_env(tmp_path)) for _ in range(3)]
     try:
-        pids = {p.pid for p in procs}
-
-        def victim():
-            found = _running_trial_of_a_worker(postgres_db, "pg3", -1)
-            return found if found and found[1] in pids else None
-
-        killed, pid = _wait_for(victim, 300, "a running trial")
+        pids = {s.proc.pid for s in sweeps}
+        # Three separate sweeps (the processes started by hand on three machines): a trial of one is blocked.
+        killed, pid = sweeps[0].wait_for(lambda: (found := started_trial(tmp_path, "pg3")) and found[1] in pids
+                                         and found, 300, "a trial to start")
         os.kill(pid, signal.SIGKILL)
-        outs = {p.pid: p.communicate(timeout=600)[0] for p in procs}
+        (tmp_path / "go").touch()
+        codes = {s.proc.pid: s.finish(600) for s in sweeps}
     finally:
-        for p in procs:
-            if p.poll() is None:
-                p.kill()
-    for p in procs:
-        if p.pid == pid:
-            assert p.returncode == -signal.SIGKILL
+        for s in sweeps:
+            s.__exit__()
+    for s in sweeps:
+        if s.proc.pid == pid:
+            assert codes[pid] == -signal.SIGKILL
         else:
-            assert p.returncode == 0, outs[p.pid][-3000:]
-            assert PG_PASSWORD not in outs[p.pid]
+            assert codes[s.proc.pid] == 0, s.output[-3000:]
+            assert PG_PASSWORD not in s.output
     check_killed_worker_study(postgres_db, database_url(postgres_tracking), "pg3", n_trials, killed)

@@ -1,7 +1,8 @@
 """The built-in SR and style sweeps give the results they gave before the trial seam (issue 15).
 
 `data/reference_sweeps.json` was recorded on main at b4aecef, before the built-in loop moved behind the
-`Trial` handle, with the overrides below (fp32, so that a CPU with or without bf16 units computes the same).
+`Trial` handle, with the overrides below (on the CPU in fp32, so that a CPU with or without bf16 units, on a host with or
+without a GPU, computes the same).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ SPACES = {"sr": ["task=sr_x4", "search_space=sr_relu"], "style": ["task=style", 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SPACES)
 def test_builtin_sweep_matches_the_values_recorded_before_the_seam(tmp_path, name):
-    cfg = smoke(*SPACES[name], f"study.name=ref_{name}", "study.n_trials=5", "trainer.precision=fp32",
+    cfg = smoke(*SPACES[name], f"study.name=ref_{name}", "study.n_trials=5", "trainer.device=cpu", "trainer.precision=fp32",
                 "trainer.steps=6", "trainer.eval_every=3", "study.pruner=none", f"paths.studies_dir={tmp_path}",
                 f"tracking.uri=sqlite:///{tmp_path}/mlflow.db")
     run_sweep(cfg)

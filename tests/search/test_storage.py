@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
 import warnings
 from pathlib import Path
 
 import optuna
 import pytest
-from helpers import smoke
+from helpers import smoke, wait_until
 
+from layersearch.search import storage as storage_module
 from layersearch.search.storage import (
     StudyError,
     heartbeat_thread,
@@ -56,35 +56,42 @@ def test_load_study_names_what_is_there(tmp_path):
         load_study({"name": "s", "storage": url}, tmp_path)
 
 
-def running_trial_with_1s_grace(tmp_path) -> tuple[optuna.Study, optuna.Trial]:
-    """One RUNNING trial in a SQLite study whose heartbeat grace period is 1 s."""
+def running_trial_with_grace(tmp_path, grace_s: int = 1) -> tuple[optuna.Study, optuna.Trial]:
+    """One RUNNING trial in a SQLite study whose heartbeat grace period is ``grace_s``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         warnings.filterwarnings("ignore", message="Heartbeat of storage")
-        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=1, grace_period=1)
+        storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path}/hb.db", heartbeat_interval=1,
+                                             grace_period=grace_s)
         study = optuna.create_study(storage=storage)
         return study, study.ask()
 
 
+def failed_as_stale(study: optuna.Study) -> bool:
+    optuna.storages.fail_stale_trials(study)
+    return study.trials[0].state == optuna.trial.TrialState.FAIL
+
+
 def test_record_heartbeat_keeps_a_trial_alive_and_its_absence_fails_it(tmp_path):
     # record_heartbeat wraps Optuna's private storage API; this fails if Optuna changes it.
-    study, trial = running_trial_with_1s_grace(tmp_path)
+    study, trial = running_trial_with_grace(tmp_path, grace_s=5)
     record_heartbeat(study, trial)
-    time.sleep(0.5)
-    record_heartbeat(study, trial)
-    optuna.storages.fail_stale_trials(study)
-    assert study.trials[0].state == optuna.trial.TrialState.RUNNING  # beat within the grace period
-    time.sleep(2.5)
-    optuna.storages.fail_stale_trials(study)
-    assert study.trials[0].state == optuna.trial.TrialState.FAIL  # no beat for longer than the grace period
+    assert not failed_as_stale(study)  # beat well within the grace period
+    # No more beats: failed once the grace period has passed (waited for, not guessed).
+    wait_until(lambda: failed_as_stale(study), "the trial to be failed as stale", limit=60)
 
 
-def test_heartbeat_thread_keeps_a_trial_alive_while_the_block_runs(tmp_path):
-    study, trial = running_trial_with_1s_grace(tmp_path)
-    with heartbeat_thread(study, trial, 0.2):
-        time.sleep(2.5)  # longer than the grace period, with no beat from this thread
-        optuna.storages.fail_stale_trials(study)
-        assert study.trials[0].state == optuna.trial.TrialState.RUNNING
-    time.sleep(2.5)  # the thread has stopped
-    optuna.storages.fail_stale_trials(study)
-    assert study.trials[0].state == optuna.trial.TrialState.FAIL
+def test_heartbeat_thread_keeps_a_trial_alive_while_the_block_runs(tmp_path, monkeypatch):
+    study, trial = running_trial_with_grace(tmp_path, grace_s=2)
+    beats: list[int] = []
+
+    def counted(study_, trial_):
+        beats.append(1)
+        record_heartbeat(study_, trial_)
+
+    monkeypatch.setattr(storage_module, "record_heartbeat", counted)
+    with heartbeat_thread(study, trial, 0.1):
+        # Alive past the grace period because the thread keeps beating: 40 beats of 0.1 s is two grace periods.
+        wait_until(lambda: len(beats) >= 40, "40 beats of the thread", limit=120)
+        assert not failed_as_stale(study)
+    wait_until(lambda: failed_as_stale(study), "the trial to be failed once the thread stopped", limit=60)

@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 
-from layersearch.search import tracking
+from layersearch.search import tracking, ui
 from layersearch.search.storage import redact
 from layersearch.search.tracking import StudyTracker, find_experiment, run_ui, ui_command, ui_url
 
@@ -173,7 +173,7 @@ def _free_port() -> int:
 def test_run_ui_prints_study_url_and_stops(tracker, monkeypatch, capsys):
     # A stand-in server: starting MLflow's takes many seconds; run_ui's own logic is what is tested here.
     monkeypatch.setattr(
-        tracking, "ui_command", lambda *a, **k: [sys.executable, "-c", "import time; time.sleep(60)"]
+        ui, "ui_command", lambda *a, **k: [sys.executable, "-c", "import time; time.sleep(60)"]
     )
     port = _free_port()
     assert run_ui(tracker.uri, "sr1", port=port, open_for_seconds=0.2) == 0
@@ -185,8 +185,8 @@ def test_run_ui_prints_study_url_and_stops(tracker, monkeypatch, capsys):
 
 
 def test_run_ui_redacts_uri(monkeypatch, capsys):
-    monkeypatch.setattr(tracking, "ui_command", lambda *a, **k: [sys.executable, "-c", "pass"])
-    monkeypatch.setattr(tracking, "find_experiment", lambda uri, name: None)
+    monkeypatch.setattr(ui, "ui_command", lambda *a, **k: [sys.executable, "-c", "pass"])
+    monkeypatch.setattr(ui, "find_experiment", lambda uri, name: None)
     run_ui("postgresql://u:hunter2@db/mlflow", None, port=_free_port(), open_for_seconds=5)
     out = capsys.readouterr().out
     assert "hunter2" not in out and "postgresql://u:***@db/mlflow" in out

@@ -6,6 +6,7 @@ The functions live in tests/user_trainings.py and train nothing, so each sweep t
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import mlflow
 import optuna
@@ -16,6 +17,7 @@ from optuna.trial import TrialState
 
 import layersearch
 from layersearch.cli import main
+from layersearch.trial.train import resolve_device
 
 FN = "trial=python"
 BASE = ["preset=smoke", "study.objectives=[quality]", "study.directions=[minimize]", "trainer.steps=6"]  # + tracking.uri
@@ -54,7 +56,7 @@ def test_a_function_sweep_runs_baselines_first_reports_and_records_everything(in
     assert study.directions == [optuna.study.StudyDirection.MINIMIZE]
     calls = [json.loads(line) for line in (in_tmp / "calls.jsonl").read_text().splitlines()]
     assert [c["number"] for c in calls] == [0, 1, 2, 3]
-    assert {c["steps"] for c in calls} == {6} and {c["seed"] for c in calls} == {0} and calls[0]["device"] == "cpu"
+    assert {c["steps"] for c in calls} == {6} and {c["seed"] for c in calls} == {0} and calls[0]["device"] == str(resolve_device("auto"))
     assert calls[0]["layers"] == ["relu2_2"]
     for t, call in zip(trials, calls, strict=True):
         expected = 0.1 + 0.01 * sum(int(n[4]) for n in call["layers"])
@@ -161,7 +163,7 @@ def test_the_python_api_returns_the_result_the_cli_prints(in_tmp):
     result = layersearch.sweep(user_trainings.steady, overrides=[*BASE, "study.name=api", "study.n_trials=3",
                                                                  "study.pruner=none"])
     assert isinstance(result, layersearch.SweepResult)
-    assert result.counts == {"complete": 3, "pruned": 0, "failed": 0}
+    assert result.counts == {"complete": 3, "pruned": 0, "failed": 0, "repeats": 0}
     assert result.objectives == [("quality", "minimize")]
     best = min(t.values[0] for t in trials_of(in_tmp, "api"))
     assert min(row["quality"] for row in result.best_rows.values()) == pytest.approx(best)
@@ -194,3 +196,50 @@ def test_confirm_report_and_export_work_on_a_function_study(in_tmp, capsys):
     # confirm with another kind of training is refused: its runs would mean something else.
     assert main(["confirm", *BASE, "study.name=conf"]) == 2
     assert "was run with trial=python" in one_error_line(capsys)
+
+
+@pytest.mark.slow
+def test_a_function_sweep_with_two_workers_gets_exactly_n_trials(in_tmp, monkeypatch):
+    # Workers are new processes: they import the function by the name layersearch.sweep gives it.
+    import user_trainings
+
+    monkeypatch.setenv("PYTHONPATH", str(Path(user_trainings.__file__).parent))
+    result = layersearch.sweep(user_trainings.steady, overrides=[*BASE, "study.name=two", "study.n_trials=6",
+                                                                 "study.workers=2", "study.pruner=none"])
+    assert result.counts["complete"] == 6
+    from layersearch.search.storage import open_storage
+
+    storage = open_storage(f"journal:///{in_tmp}/studies/two/journal.log", create=False)
+    trials = optuna.load_study(study_name="two", storage=storage).trials
+    assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
+    assert len(list((in_tmp / "studies/two/logs").glob("worker-*.log"))) == 2  # two worker processes ran
+
+
+def test_each_baseline_reruns_with_a_second_seed_to_measure_the_noise(in_tmp, capsys):
+    args = ["sweep", *BASE, FN, "trial.fn=user_trainings:steady", "study.name=noise", "study.n_trials=3",
+            "study.baseline_seeds=2", "study.pruner=none"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    trials = trials_of(in_tmp, "noise")
+    first = [t for t in trials if "repeat_of" not in t.user_attrs]
+    repeats = [t for t in trials if "repeat_of" in t.user_attrs]
+    assert [t.user_attrs.get("baseline") for t in trials[:4]] == ["johnson_sr", "johnson_sr", "pixel", "pixel"]
+    assert [(t.user_attrs["repeat_of"], t.user_attrs["seed"]) for t in repeats] == [(0, 1), (2, 1)]
+    assert {t.user_attrs["seed"] for t in first} == {0}
+    assert sum(t.state == TrialState.COMPLETE for t in first) == 3  # repeats are not counted in n_trials
+    assert all(t.state == TrialState.COMPLETE for t in repeats)
+    assert all(not t.intermediate_values for t in repeats)  # never judged by the pruner, nor part of its medians
+    assert repeats[0].params == trials[0].params and repeats[0].values[0] == pytest.approx(trials[0].values[0] + 0.001)
+    calls = [json.loads(line) for line in (in_tmp / "calls.jsonl").read_text().splitlines()]
+    assert [c["seed"] for c in calls][:4] == [0, 1, 0, 1]  # the repeat trains with its own seed
+    assert "3 complete, 0 pruned, 0 failed (+ 2 baseline seed repeats)" in out
+    assert "seed noise (baselines rerun with another seed): quality: seed SD 0.000707 (df 2: 4 runs of 2 configs)" in out
+    # pixel (0.100, 0.101) beats johnson_sr (0.120, 0.121) by far more than t(0.975, 2) * SD * sqrt(1 + 1/2).
+    assert "best #2 vs johnson_sr (2 seeds) on quality: -0.02050: better" in out
+    _, runs = runs_of(in_tmp, "noise")
+    assert runs[1].info.run_name == "#1 johnson_sr, seed 1" and runs[1].data.tags["layersearch.repeat_of"] == "0"
+    # Export and confirm take configs from first runs only.
+    assert main(["confirm", *BASE, FN, "trial.fn=user_trainings:steady", "study.name=noise", "confirm.top_k=1",
+                 "confirm.seeds=2", "confirm.steps=4"]) == 0
+    summary = json.loads((in_tmp / "studies/noise/confirm/confirm.json").read_text())
+    assert sorted(c["trial"] for c in summary["configs"]) == sorted({0, 2} | {summary["configs"][0]["trial"]})

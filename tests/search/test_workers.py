@@ -17,7 +17,7 @@ import mlflow
 import optuna
 import pytest
 import torch
-from helpers import console_script, one_error_line
+from helpers import Watched, console_script, one_error_line
 from optuna.trial import TrialState
 
 from layersearch.cli import main
@@ -185,7 +185,23 @@ def test_sigterm_handler_raises_interrupted():
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # restored
 
 
-def test_out_of_memory_fails_the_trial_frees_memory_and_the_sweep_goes_on(tmp_path, monkeypatch, mlflow_uri):
+OUT_OF_MEMORY = {
+    "allocator": torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    "cublas": RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"),
+    "cudnn": RuntimeError("cuDNN error: CUDNN_STATUS_ALLOC_FAILED"),
+    "cuda runtime": RuntimeError("CUDA error: out of memory\nCompile with `TORCH_USE_CUDA_DSA` to enable..."),
+    "host": RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: "
+                         "you tried to allocate 29000000000 bytes"),
+}
+
+
+def _fresh(err: BaseException) -> BaseException:
+    # A new instance per raise: a raised exception keeps its traceback, and with it the frames' tensors.
+    return type(err)(*err.args)
+
+
+@pytest.mark.parametrize("kind", ["allocator", "cublas"])
+def test_out_of_memory_fails_the_trial_frees_memory_and_the_sweep_goes_on(tmp_path, monkeypatch, mlflow_uri, kind):
     monkeypatch.chdir(tmp_path)
     real_train = builtin.train
     calls = {"n": 0, "empty_cache": 0}
@@ -193,7 +209,7 @@ def test_out_of_memory_fails_the_trial_frees_memory_and_the_sweep_goes_on(tmp_pa
     def train(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 1:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            raise _fresh(OUT_OF_MEMORY[kind])
         return real_train(*args, **kwargs)
 
     real_free = outcome.free_memory
@@ -204,13 +220,46 @@ def test_out_of_memory_fails_the_trial_frees_memory_and_the_sweep_goes_on(tmp_pa
 
     monkeypatch.setattr(builtin, "train", train)
     monkeypatch.setattr(outcome, "free_memory", free_memory)
-    assert main(["sweep", *SMOKE, "study.name=oom", "study.n_trials=2", f"tracking.uri={mlflow_uri}"]) == 0
-    trials = optuna.load_study(study_name="oom", storage=f"sqlite:///{tmp_path}/studies/oom/optuna.db").trials
+    name = f"oom_{kind}"
+    assert main(["sweep", *SMOKE, f"study.name={name}", "study.n_trials=2", f"tracking.uri={mlflow_uri}"]) == 0
+    trials = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp_path}/studies/{name}/optuna.db").trials
     assert [t.state for t in trials] == [TrialState.FAIL, TrialState.COMPLETE, TrialState.COMPLETE]
-    assert trials[0].user_attrs["fail_reason"].startswith("out of memory: CUDA out of memory")
+    reason = " ".join(str(OUT_OF_MEMORY[kind]).split())
+    assert trials[0].user_attrs["fail_reason"] == f"out of memory: {reason}"
     assert calls["free"] == 1
-    runs = {int(r.data.tags["layersearch.trial"]): r for r in _mlflow_runs(mlflow_uri, "oom")}
+    runs = {int(r.data.tags["layersearch.trial"]): r for r in _mlflow_runs(mlflow_uri, name)}
     assert runs[0].info.status == "FAILED" and "out of memory" in runs[0].data.tags["layersearch.reason"]
+
+
+def test_what_counts_as_out_of_memory():
+    assert all(outcome.is_out_of_memory(err) for err in OUT_OF_MEMORY.values())
+    assert torch.OutOfMemoryError is torch.cuda.OutOfMemoryError  # one class: catching one catches both
+    for other in (RuntimeError("mat1 and mat2 shapes cannot be multiplied"), ValueError("CUDA out of memory"),
+                  RuntimeError("CUDA error: device-side assert triggered"), MemoryError()):
+        assert not outcome.is_out_of_memory(other), other
+
+
+def test_a_failed_trial_leaves_nothing_alive_when_the_next_one_starts(tmp_path):
+    import weakref
+
+    from layersearch.trial.handle import Trial
+
+    held = []
+
+    class Training:
+        kind, user_code = "builtin", False
+
+        def __call__(self, trial):
+            activations = torch.ones(1024, 1024)  # what a trial holds when the allocation after it fails
+            held.append(weakref.ref(activations))
+            raise _fresh(OUT_OF_MEMORY["cublas"])
+
+    trial = Trial(number=0, study_name="s", params={}, layer_config={"content_layers": {}, "pixel_weight": 1.0},
+                  steps=1, seed=0, device="cpu", dir=tmp_path, objectives=["lpips"])
+    result = outcome.run_training(Training(), trial)
+    assert result.state == "FAIL" and result.reason.startswith("out of memory: CUDA error: CUBLAS_STATUS_ALLOC")
+    assert result.bug is None  # layersearch's own training: still not a bug, the sweep goes on
+    assert held and held[0]() is None  # the traceback's frames were let go, so the memory was given back
 
 
 def test_free_memory_empties_the_cuda_cache(monkeypatch):
@@ -262,17 +311,8 @@ def test_mlflow_backfill_creates_missing_runs(tmp_path, monkeypatch, mlflow_uri)
     assert runs["1"].info.run_name.startswith("#1 ")
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 def _running_trial_of_a_worker(storage_url_: str, name: str, exclude_pid: int):
+    """(trial number, worker pid) of a RUNNING trial that has its layer config (it is training), or None."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -281,9 +321,22 @@ def _running_trial_of_a_worker(storage_url_: str, name: str, exclude_pid: int):
         return None
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker", "")
-        # A trial well into training (an evaluation reported), so the kill lands mid-trial.
         if worker and int(worker.rsplit(":", 1)[1]) != exclude_pid and t.user_attrs.get("layer_config"):
             return t.number, int(worker.rsplit(":", 1)[1])
+    return None
+
+
+# Built-in trials of about 2 s, for tests that need training to go on during an event (tests/search/test_blips.py).
+KILL_ARGS = ["trainer.steps=24", "trainer.eval_every=6", "study.heartbeat_s=0.5", "study.grace_s=4",
+             "study.n_startup_trials=2"]
+
+
+def started_trial(tmp_path: Path, name: str, exclude: set[int] = frozenset()):
+    """(trial number, pid of the process running it) of a trial that is blocked mid-run, or None."""
+    for path in sorted((tmp_path / "studies" / name / "trials").glob("*/started")):
+        pid = int(path.read_text())
+        if pid not in exclude:
+            return int(path.parent.name), pid
     return None
 
 
@@ -310,30 +363,30 @@ def check_killed_worker_study(storage: str, tracking: str, name: str, n_trials: 
     assert f"(retry of #{killed})" in retry_run.info.run_name
 
 
-# Trials long enough (about 2 s) to be killed in the middle; a grace of 4 s notices the death quickly.
-KILL_ARGS = ["trainer.steps=24", "trainer.eval_every=6", "study.heartbeat_s=0.5", "study.grace_s=4",
-             "study.n_startup_trials=2"]
+# Trials that block mid-run until the test creates the "go" file (tests/user_trainings.py): a kill or a signal
+# lands mid-trial by construction. A grace of 4 s notices a dead worker quickly.
+BLOCKING = ["trial=python", "trial.fn=user_trainings:waits_for_file", "study.objectives=[quality]",
+            "study.directions=[minimize]", "study.heartbeat_s=0.5", "study.grace_s=4", "study.pruner=none"]
+
+
+def blocking_env(tmp_path: Path) -> dict[str, str]:
+    """Workers import user_trainings from tests/, and its trials wait for ``tmp_path/go``."""
+    return {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "USER_TRAININGS_GO": str(tmp_path / "go")}
 
 
 def test_two_workers_on_a_journal_one_killed_mid_trial(tmp_path):
     n_trials = 5
-    proc = subprocess.Popen(
-        [console_script(), "sweep", *SMOKE, "study.name=kill", f"study.n_trials={n_trials}", "study.workers=2",
-         *KILL_ARGS], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    storage = f"journal:///{tmp_path}/studies/kill/journal.log"
-    try:
-        killed, pid = _wait_for(lambda: _running_trial_of_a_worker(storage, "kill", proc.pid), 240,
-                                "a worker's running trial")
+    with Watched([console_script(), "sweep", *SMOKE, *BLOCKING, "study.name=kill", f"study.n_trials={n_trials}",
+                  "study.workers=2"], tmp_path, **blocking_env(tmp_path)) as sweep:
+        killed, pid = sweep.wait_for(lambda: started_trial(tmp_path, "kill", {sweep.proc.pid}), 300,
+                                     "a worker's trial to start")
         os.kill(pid, signal.SIGKILL)
-        out, _ = proc.communicate(timeout=300)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 0, out[-3000:]
+        (tmp_path / "go").touch()  # every other trial, and the retry of the killed one, may now finish
+        assert sweep.finish(600) == 0, sweep.output[-3000:]
+        out = sweep.output
     assert "was killed by signal 9" in out
     assert out.count("exited with status") == 0  # the surviving worker ended with 0
+    storage = f"journal:///{tmp_path}/studies/kill/journal.log"
     check_killed_worker_study(storage, f"sqlite:///{tmp_path}/studies/mlflow.db", "kill", n_trials, killed)
     logs = sorted(Path(tmp_path / "studies/kill/logs").glob("worker-*.log"))
     assert len(logs) == 2 and all(p.read_text() for p in logs)
@@ -354,17 +407,16 @@ def test_two_sweeps_started_together_on_a_new_default_study_share_it(tmp_path):
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_real_signal_mid_trial(tmp_path, sig, code):
-    args = [console_script(), "sweep", *SMOKE, "study.name=sig", "study.n_trials=2", *KILL_ARGS]
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    args = [console_script(), "sweep", *SMOKE, *BLOCKING, "study.name=sig", "study.n_trials=2"]
+    with Watched(args, tmp_path, **blocking_env(tmp_path)) as sweep:
+        number, _ = sweep.wait_for(lambda: started_trial(tmp_path, "sig"), 300, "a trial to start")
+        sweep.proc.send_signal(sig)
+        assert sweep.finish(300) == code, sweep.output[-2000:]
     storage = f"sqlite:///{tmp_path}/studies/sig/optuna.db"
-    _wait_for(lambda: Path(storage[10:]).exists() and _running_trial_of_a_worker(storage, "sig", -1), 240,
-              "a running trial")
-    proc.send_signal(sig)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == code, out[-2000:]
     trials = optuna.load_study(study_name="sig", storage=storage).trials
-    assert trials[-1].state == TrialState.FAIL and trials[-1].user_attrs["fail_reason"] == "interrupted"
-    again = subprocess.run(args, cwd=tmp_path, capture_output=True, text=True, timeout=400)
-    assert again.returncode == 0, again.stderr[-2000:]
+    assert trials[number].state == TrialState.FAIL and trials[number].user_attrs["fail_reason"] == "interrupted"
+    (tmp_path / "go").touch()
+    with Watched(args, tmp_path, **blocking_env(tmp_path)) as again:
+        assert again.finish(600) == 0, again.output[-2000:]
     trials = optuna.load_study(study_name="sig", storage=storage).trials
     assert sum(t.state in FINISHED for t in trials) == 2

@@ -10,11 +10,20 @@ import torch
 from helpers import smoke
 from torch import nn
 
+from layersearch.errors import ConfigValueError
 from layersearch.lossnet.loss import PerceptualLoss
 from layersearch.lossnet.weights import RandomWeightsWarning
-from layersearch.trial.data import degrade
+from layersearch.trial.data import DataError, degrade
 from layersearch.trial.metrics import PSNR_CAP_DB
-from layersearch.trial.tasks import StyleTransfer, SuperResolution, build_task
+from layersearch.trial.tasks import (
+    TRIALS_PER_DEVICE_ENV,
+    StyleTransfer,
+    SuperResolution,
+    _move_images,
+    build_task,
+    keep_on_device,
+    trials_sharing_device,
+)
 from layersearch.trial.train import layer_config
 
 
@@ -192,3 +201,71 @@ def test_preview_rows(sr_task, style_task):
         assert all(0 <= img.min() and img.max() <= 1 for img in row)
     titles, rows = style_task.preview(style_task.build_generator(), 1)
     assert titles == ["content", "output", "style"] and len(rows) == 1
+
+
+# --- where the training images live (data.on_device) --------------------------------------------------------
+
+
+def test_keep_on_device_rule(monkeypatch):
+    class Properties:
+        total_memory = 80 * 2**30
+
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda device=None: Properties())
+    gpu, cpu = torch.device("cuda"), torch.device("cpu")
+    assert keep_on_device("auto", 50 * 2**20, gpu)  # the sample photos
+    assert not keep_on_device("auto", 27 * 2**30, gpu)  # DIV2K's training split as float32
+    assert keep_on_device("auto", 7 * 2**30, gpu, sharing=1)  # under a tenth of 80 GiB...
+    assert not keep_on_device("auto", 7 * 2**30, gpu, sharing=2)  # ...but not twice over (trials_per_device=2)
+    assert keep_on_device(None, 27 * 2**30, cpu)  # on the CPU the images are in host memory anyway
+    assert keep_on_device(True, 27 * 2**30, gpu) and not keep_on_device(False, 1, gpu)  # the user decides
+    with pytest.raises(ConfigValueError, match="data.on_device must be auto, true or false, got 'yes'"):
+        keep_on_device("yes", 1, gpu)
+
+
+def test_the_launcher_tells_how_many_trials_share_the_device(monkeypatch):
+    monkeypatch.delenv(TRIALS_PER_DEVICE_ENV, raising=False)
+    assert trials_sharing_device() == 1
+    monkeypatch.setenv(TRIALS_PER_DEVICE_ENV, "4")
+    assert trials_sharing_device() == 4
+    monkeypatch.setenv(TRIALS_PER_DEVICE_ENV, "four")
+    assert trials_sharing_device() == 1
+
+
+def test_images_kept_off_the_device_give_the_same_batches(sr_task):
+    # data.on_device=false: the images stay in host memory and each batch is cut there (then copied to a GPU).
+    off = make_task(smoke("task=sr_x4", "data.on_device=false"))
+    assert sr_task.train_on_device and not off.train_on_device
+    for seed in (0, 1):
+        on_batch = sr_task.sample_batch(3, torch.Generator().manual_seed(seed))
+        off_batch = off.sample_batch(3, torch.Generator().manual_seed(seed))
+        for a, b in zip(on_batch, off_batch, strict=True):
+            assert a.device == b.device == torch.device("cpu")
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_a_bad_on_device_value_is_one_line():
+    with pytest.raises(ConfigValueError, match="data.on_device"):
+        make_task(smoke("task=sr_x4", "data.on_device=sometimes"))
+
+
+def test_images_that_do_not_fit_on_the_device_are_one_line():
+    class TooBig:
+        def to(self, device):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 26.00 GiB")
+
+    with pytest.raises(DataError, match=r"the training images \(27.0 GiB as float32\) do not fit on cuda: "
+                                        r"set data.on_device=false"):
+        _move_images([TooBig()], torch.device("cuda"), 27 * 2**30)
+
+
+def test_images_off_a_gpu_are_cut_in_host_memory_pinned_and_copied_asynchronously(monkeypatch):
+    # No GPU here: the task believes it runs on one, and pin_memory / .to only record what they were asked.
+    task = make_task(smoke("task=sr_x4", "data.on_device=false"))
+    calls = []
+    monkeypatch.setattr(task, "device", torch.device("cuda"))
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append(("pin", self.device.type)) or self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, device, non_blocking=False: calls.append(
+        ("to", str(device), non_blocking, tuple(self.shape))) or self)
+    task.sample_batch(3, torch.Generator().manual_seed(0))
+    crop = task.crop
+    assert calls == [("pin", "cpu"), ("to", "cuda", True, (3, 3, crop, crop))]  # one batch copied, not the images

@@ -13,7 +13,7 @@ import imageio.v3 as iio
 import pytest
 import torch
 import yaml
-from helpers import smoke
+from helpers import fake_gpus, one_error_line, smoke
 
 import layersearch.trial.train as train_module
 from layersearch.errors import ConfigValueError
@@ -228,11 +228,79 @@ def test_bad_trainer_settings_raise(sr, changes):
 def test_resolve_device():
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(DeviceError, match="auto, cpu or cuda"):
+    with pytest.raises(DeviceError, match="auto, cpu, cuda or cuda:<index>"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(DeviceError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_a_cuda_index_this_process_does_not_see_is_one_line(monkeypatch):
+    fake_gpus(monkeypatch, ["GPU A", "GPU B"])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    assert resolve_device("cuda") == torch.device("cuda")
+    with pytest.raises(DeviceError) as caught:
+        resolve_device("cuda:2")
+    assert str(caught.value) == ("trainer.device=cuda:2 but this process sees 2 CUDA device(s): cuda:0 (GPU A), "
+                                 "cuda:1 (GPU B); CUDA_VISIBLE_DEVICES=3,5 numbers them from 0")
+    for bad in ("cuda:x", "cuda:-1", "cudax"):
+        with pytest.raises(DeviceError, match="not a device name"):
+            resolve_device(bad)
+
+
+def test_train_with_a_missing_gpu_index_exits_2_with_one_line(monkeypatch, capsys, tmp_path):
+    from layersearch.cli import main
+
+    fake_gpus(monkeypatch, ["GPU A"])
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    monkeypatch.setattr(train_module, "build_task", lambda *a: pytest.fail("built the task"))
+    assert main(["train", "preset=smoke", "trainer.device=cuda:1", f"out_dir={tmp_path / 'run'}"]) == 2
+    assert one_error_line(capsys) == ("layersearch train: trainer.device=cuda:1 but this process sees 1 CUDA "
+                                      "device(s): cuda:0 (GPU A)")
+
+
+@pytest.mark.parametrize(("capability", "auto"), [((7, 0), "fp32"), ((7, 5), "fp32"), ((8, 0), "bf16"), ((9, 0), "bf16")])
+def test_auto_precision_on_a_gpu_follows_its_compute_capability(monkeypatch, capability, auto):
+    # V100 (7.0) and T4 (7.5) have no bf16 tensor cores: auto trains them in fp32, Ampere and later in bf16.
+    fake_gpus(monkeypatch, ["GPU A"], capability)
+    cuda = torch.device("cuda")
+    assert train_module.precision_used({"precision": "auto"}, cuda) == auto
+    assert train_module.precision_used({"precision": "fp32"}, cuda) == "fp32"
+
+
+def test_explicit_bf16_on_an_old_gpu_warns_once_and_is_used(monkeypatch):
+    fake_gpus(monkeypatch, ["Tesla T4"], (7, 5))
+    monkeypatch.setattr(train_module, "_WARNED_SLOW_BF16", set())
+    with pytest.warns(UserWarning, match=r"trainer.precision=bf16 on Tesla T4 \(compute capability 7.5 < 8.0\)"):
+        assert train_module.precision_used({"precision": "bf16"}, torch.device("cuda")) == "bf16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per device: a sweep's trials do not repeat it
+        assert train_module.precision_used({"precision": "bf16"}, torch.device("cuda")) == "bf16"
+    fake_gpus(monkeypatch, ["NVIDIA H200"], (9, 0))
+    monkeypatch.setattr(train_module, "_WARNED_SLOW_BF16", set())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert train_module.precision_used({"precision": "bf16"}, torch.device("cuda")) == "bf16"
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_evaluation_runs_in_the_precision_of_the_run(sr, precision):
+    # A fp32 run must not be scored through a bf16 generator (or the other way round): the record says fp32.
+    cfg, task, loss_fn = sr
+    torch.manual_seed(0)
+    model = task.build_generator()
+    seen = []
+    model.register_forward_hook(lambda module, args, out: seen.append(
+        (module.training, torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu"))))
+    train(task, loss_fn, trainer(cfg, steps=2, eval_every=2, precision=precision), model=model)
+    evaluations = {autocast for training, autocast in seen if not training}
+    trainings = {autocast for training, autocast in seen if training}
+    assert evaluations == trainings == {torch.bfloat16 if precision == "bf16" else False}
+    assert task.precision == precision
+    titles, rows = task.preview(model, 1)  # previews too; the images come out in float32 either way
+    assert seen[-1] == (False, torch.bfloat16 if precision == "bf16" else False)
+    assert rows[0][1].dtype == torch.float32
 
 
 # --- train_from_config: the output folder ---------------------------------------------------------------
@@ -256,7 +324,9 @@ def test_train_from_config_writes_the_output_folder(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["task"] == "sr_x4"
     assert metrics["random_weights"] is True
-    assert metrics["precision"] == outcome.precision == train_module.precision_used(cfg["trainer"], torch.device("cpu"))
+    # The device this run used (cuda on a GPU host), not the CPU's answer.
+    device = resolve_device(cfg["trainer"]["device"])
+    assert metrics["precision"] == outcome.precision == train_module.precision_used(cfg["trainer"], device)
     assert metrics["weights"] == {"loss_net": "vgg16/random", "lpips": "alex/random"}
     assert metrics["weights"] == outcome.labels
     assert set(metrics["baseline"]) == {"lpips", "psnr_y", "ssim_y"}
