@@ -67,7 +67,9 @@ def _description(text: str) -> str:
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|")
+    """A table cell: pipes escaped; ``<`` and ``>`` outside code spans escaped (``<time>`` is not a tag)."""
+    parts = text.replace("|", "\\|").split("`")
+    return "`".join(p if i % 2 else p.replace("<", "&lt;").replace(">", "&gt;") for i, p in enumerate(parts))
 
 
 def _table(rows: list[tuple[str, str, str]], prefix: str) -> list[str]:
@@ -85,7 +87,7 @@ def render_reference(conf: Path) -> str:
     defaults = {}
     for entry in yaml.safe_load(primary).get("defaults", []):
         if isinstance(entry, dict):
-            defaults.update({str(k): v for k, v in entry.items()})
+            defaults.update({str(k): "null" if v is None else v for k, v in entry.items()})
     lines = ["# Configuration reference", "",
              "Generated from `conf/` at every build of this site. Every command except `layers` composes "
              "`conf/config.yaml` with your overrides (`key=value`, `group=option`); `layersearch <command> --cfg job` "

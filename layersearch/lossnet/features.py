@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 import torch
 from torch import nn
@@ -57,7 +57,7 @@ class FeatureExtractor(nn.Module):
     beyond it, and it stays in eval mode whatever its parent does. Gradients flow to the input only.
     """
 
-    def __init__(self, arch: str = "vgg16", layers=("relu2_2",), weights: str = "imagenet", seed: int = 0):
+    def __init__(self, arch: str = "vgg16", layers: Sequence[str] = ("relu2_2",), weights: str = "imagenet", seed: int = 0):
         super().__init__()
         layers = validate_layers(arch, layers)
         if not layers:

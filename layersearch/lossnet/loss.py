@@ -49,7 +49,7 @@ def _layer_weights(value: Any, key: str, arch: str) -> dict[str, float]:
 
 @dataclass
 class LossConfig:
-    """A perceptual loss: which layers of which network, with what weights. See DESIGN.md's schema."""
+    """A perceptual loss: which layers of which network, with what weights (the schema `export` writes)."""
 
     arch: str = "vgg16"
     weights: str = "imagenet"

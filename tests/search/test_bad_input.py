@@ -1,4 +1,5 @@
-"""Every row of the README's bad-input table, run as written: exit 2, one line, the documented message."""
+"""Every row of the documentation's bad-input table (docs/bad-input.md), run as written: exit 2, one line, the
+documented message."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from helpers import one_error_line
 
 from layersearch.cli import main
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+TABLE = Path(__file__).resolve().parents[2] / "docs" / "bad-input.md"
 
 
 def table_rows() -> list[tuple[str, str]]:
-    text = README.read_text()
+    text = TABLE.read_text()
     block = text.split("<!-- bad-input-table")[1].split("<!-- end of bad-input-table")[0]
     rows = []
     for line in block.splitlines():
