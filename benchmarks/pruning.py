@@ -11,8 +11,13 @@ weights, labelled) twice in a temporary studies folder, ``study.pruner=none`` an
    this suggests (the first step where the mean correlation over sampler seeds reaches ``--min-rho``);
 2. the training steps each study spent (a complete trial ran all its steps, a pruned one stopped at its last
    evaluation) and the best value of each objective, with the study's seed noise (the baselines' repeats);
-3. whether the answer is kept: how many of the unpruned study's top 3 configs are in the pruned study's top 3,
-   and how many per-layer effects (layersearch report's joint model) have the same sign in both.
+3. whether the answer is kept: how many of the unpruned study's top 3 configs are in the pruned study's top 3
+   (exactly, and as layer choices: which layers are on, whatever their weights), how many per-layer effects
+   (layersearch report's joint model) have the same sign in both, and each layer's verdict (helps, hurts,
+   unclear, too few trials) in the unpruned study, the pruned one, and the pruned one at an early step that
+   every trial reached (the report's "at step s" table).
+
+``--keep DIR`` keeps the studies (``DIR/<study>/optuna.db``) so other measures can be read from them later.
 
 Extra arguments are Hydra overrides for every sweep (e.g. ``study.n_trials=12 trainer.steps=100``).
 """
@@ -26,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 
 import optuna
@@ -34,7 +40,7 @@ from scipy import stats
 
 from layersearch.config import compose_config, to_container
 from layersearch.insight.analysis import intermediate, summarize_study
-from layersearch.insight.effects import layer_effects
+from layersearch.insight.effects import layer_effects, step_effects
 from layersearch.outputs import RANDOM_BANNER, format_metric
 from layersearch.search.noise import describe, noise_floor
 from layersearch.search.ranking import first_runs
@@ -66,16 +72,42 @@ def config_key(trial: optuna.trial.FrozenTrial) -> str:
     return json.dumps(trial.user_attrs["layer_config"], sort_keys=True)
 
 
-def top_configs(study: optuna.Study, k: int = 3) -> list[str]:
+def layer_choice(trial: optuna.trial.FrozenTrial) -> str:
+    """The layers a config turns on (network, group, layer; pixel term), whatever their weights."""
+    config = trial.user_attrs["layer_config"]
+    arch = config["loss_net"]["arch"]
+    on = sorted(f"{arch}:{group}:{layer}" for group in ("content_layers", "style_layers")
+                for layer, weight in config.get(group, {}).items() if weight > 0)
+    return " ".join(on + ["pixel"] * (config.get("pixel_weight", 0) > 0))
+
+
+def top_trials(study: optuna.Study, k: int = 3) -> list[optuna.trial.FrozenTrial]:
     complete = [t for t in first_runs(study) if t.state == TrialState.COMPLETE]
     minimize = study.directions[0] == optuna.study.StudyDirection.MINIMIZE
-    return [config_key(t) for t in sorted(complete, key=lambda t: t.values[0], reverse=not minimize)[:k]]
+    return sorted(complete, key=lambda t: t.values[0], reverse=not minimize)[:k]
+
+
+def in_common(a: list[str], b: list[str]) -> int:
+    """Size of the multiset intersection: how many of ``a``'s entries ``b`` also has."""
+    return sum((Counter(a) & Counter(b)).values())
 
 
 def effect_signs(study: optuna.Study) -> dict[str, int]:
     """``{layer: +1 | -1}`` for each candidate layer the joint model could estimate."""
     table = layer_effects(summarize_study(study))
     return {f"{e.arch}/{e.layer}": (1 if e.difference > 0 else -1) for e in table.rows if e.difference is not None}
+
+
+def verdicts(study: optuna.Study) -> dict[str, str]:
+    """``{layer: verdict}`` from the report's table on complete trials, and ``{layer@early: verdict}`` from its
+    table at the latest step every complete and pruned trial reached (absent when no trial was pruned)."""
+    summary = summarize_study(study)
+    out = {f"{e.arch}/{e.layer}": e.verdict for e in layer_effects(summary).rows}
+    early = step_effects(summary)
+    if not isinstance(early, str):
+        out.update({f"{e.arch}/{e.layer}@early": e.verdict for e in early.rows})
+        out["@step"] = str(early.step)
+    return out
 
 
 def summary(study: optuna.Study, steps: int) -> dict:
@@ -91,7 +123,7 @@ def summary(study: optuna.Study, steps: int) -> dict:
             "noise": noise_floor(study.get_trials(deepcopy=False), names)}
 
 
-def run_pair(base: list[str], tmp: str, log) -> dict:
+def run_pair(base: list[str], folder: str, log) -> dict:
     """Both sweeps of one sampler seed and what the comparison needs."""
     cfg = to_container(compose_config(base))
     steps = int(cfg["trainer"]["steps"])
@@ -102,16 +134,19 @@ def run_pair(base: list[str], tmp: str, log) -> dict:
                    f"study.pruner={pruner}", f"study.name={name}"]
         log("$ " + " ".join(command[1:]))
         t0 = time.perf_counter()
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         log(f"  {time.perf_counter() - t0:.0f} s")
-        studies[pruner] = optuna.load_study(study_name=name, storage=f"sqlite:///{tmp}/{name}/optuna.db")
+        studies[pruner] = optuna.load_study(study_name=name, storage=f"sqlite:///{folder}/{name}/optuna.db")
     signs = {p: effect_signs(s) for p, s in studies.items()}
     shared = sorted(set(signs["none"]) & set(signs["median"]))
+    tops = {p: top_trials(s) for p, s in studies.items()}
     return {
         "cfg": cfg, "summaries": {p: summary(s, steps) for p, s in studies.items()},
         "rho": step_correlations(studies["none"]),
-        "top3": len(set(top_configs(studies["none"])) & set(top_configs(studies["median"]))),
+        "top3": in_common([config_key(t) for t in tops["none"]], [config_key(t) for t in tops["median"]]),
+        "top3_layers": in_common([layer_choice(t) for t in tops["none"]], [layer_choice(t) for t in tops["median"]]),
         "signs": (sum(signs["none"][k] == signs["median"][k] for k in shared), len(shared)),
+        "verdicts": {p: verdicts(s) for p, s in studies.items()},
     }
 
 
@@ -120,6 +155,7 @@ def main() -> None:
     parser.add_argument("--sampler-seeds", type=int, default=3, help="run the pair for study.seed = 0..N-1")
     parser.add_argument("--min-rho", type=float, default=0.7, help="correlation from which pruning may act")
     parser.add_argument("--out", type=Path, default=None, help="also write the report to this file")
+    parser.add_argument("--keep", type=Path, default=None, help="keep the studies in this folder")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     lines: list[str] = []
@@ -130,8 +166,11 @@ def main() -> None:
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        base = [*RANDOM, f"paths.studies_dir={tmp}", f"tracking.uri=sqlite:///{tmp}/mlflow.db", *args.overrides]
-        results = [run_pair([*base, f"study.seed={seed}"], tmp, lambda line: print(line, flush=True))
+        folder = str(args.keep.resolve()) if args.keep else tmp
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+        base = [*RANDOM, f"paths.studies_dir={folder}", f"tracking.uri=sqlite:///{folder}/mlflow.db", *args.overrides]
+        results = [run_pair([*base, f"study.seed={seed}"], folder, lambda line: print(line, flush=True))
                    for seed in range(args.sampler_seeds)]
 
     cfg = results[0]["cfg"]
@@ -181,9 +220,15 @@ def main() -> None:
     say("\n3. The answer kept (pruned vs unpruned study of the same sampler seed)")
     for r in results:
         agree, shared = r["signs"]
-        say(f"  sampler seed {r['cfg']['study']['seed']}: top-3 configs in common {r['top3']}/3; per-layer effects "
-            f"with the same sign {agree}/{shared}")
-    say(f"  mean: top-3 overlap {statistics.fmean(r['top3'] for r in results):.1f}/3; effect signs agreeing "
+        say(f"  sampler seed {r['cfg']['study']['seed']}: top-3 configs in common {r['top3']}/3 exactly, "
+            f"{r['top3_layers']}/3 as layer choices; per-layer effects with the same sign {agree}/{shared}")
+        none, median = r["verdicts"]["none"], r["verdicts"]["median"]
+        early = f"pruned at step {median['@step']}" if "@step" in median else "pruned, early step"
+        say(f"    {'layer':<24} {'unpruned':>15} {'pruned':>15} {early:>24}")
+        for layer in sorted(k for k in none if "@" not in k):
+            say(f"    {layer:<24} {none[layer]:>15} {median.get(layer, '-'):>15} {median.get(layer + '@early', '-'):>24}")
+    say(f"  mean: top-3 overlap {statistics.fmean(r['top3'] for r in results):.1f}/3 exactly, "
+        f"{statistics.fmean(r['top3_layers'] for r in results):.1f}/3 as layer choices; effect signs agreeing "
         f"{sum(r['signs'][0] for r in results)}/{sum(r['signs'][1] for r in results)}")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

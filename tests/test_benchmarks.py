@@ -114,6 +114,7 @@ def test_precision_benchmark_prints_both_precisions_and_the_rankings():
 def test_pruning_benchmark_compares_both_pruners_for_each_sampler_seed(tmp_path):
     report = tmp_path / "pruning.txt"
     out = _run([sys.executable, "benchmarks/pruning.py", "--sampler-seeds", "2", "--out", str(report),
+                "--keep", str(tmp_path / "studies"),
                 "study.n_trials=4", "study.n_startup_trials=1", "trainer.steps=6", "trainer.eval_every=2",
                 "study.warmup_fraction=0", "task.crop=32", "task.val_crop=64", "model.channels=8", "model.n_blocks=1"],
                timeout=1200).stdout
@@ -136,5 +137,11 @@ def test_pruning_benchmark_compares_both_pruners_for_each_sampler_seed(tmp_path)
     assert re.findall(r"steps saved: (\d+)%", out) == [f"{100 * v:.0f}" for v in saved]
     assert f"mean {100 * sum(saved) / 2:.0f}% (goal >= 40%)" in out
     # 3. the answer kept, per sampler seed.
-    kept = re.findall(r"top-3 configs in common (\d)/3; per-layer effects with the same sign (\d+)/(\d+)", out)
-    assert len(kept) == 2 and all(int(a) <= int(b) for _, a, b in kept)
+    kept = re.findall(r"top-3 configs in common (\d)/3 exactly, (\d)/3 as layer choices; per-layer effects with "
+                      r"the same sign (\d+)/(\d+)", out)
+    assert len(kept) == 2 and all(exact <= layers and int(a) <= int(b) for exact, layers, a, b in kept)
+    # each candidate layer's verdict in both studies (the quickstart space has five VGG-16 layers).
+    verdict_rows = [line.split()[0] for line in out.splitlines() if line.startswith("    vgg16/")]
+    assert len(verdict_rows) == 2 * 5
+    # --keep: the four studies stay for later reading.
+    assert len(list((tmp_path / "studies").glob("bench_pruning_*/optuna.db"))) == 4

@@ -263,7 +263,9 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
             study.set_user_attr("random_weights", True)
         new = not study.get_trials(deepcopy=False)
         queued = enqueue_baselines(study, plan.space, log, plan.baseline_seeds) if new else []
-    log(f"study {plan.name} in {redact(plan.url)}: {len(study.get_trials(deepcopy=False))} trials so far, objectives "
+    # Enqueued baselines are WAITING: "so far" counts only trials that have started.
+    started = [t for t in study.get_trials(deepcopy=False) if t.state != TrialState.WAITING]
+    log(f"study {plan.name} in {redact(plan.url)}: {len(started)} trials so far, objectives "
         + ", ".join(f"{m} ({d})" for m, d in plan.objectives))
     if queued:
         repeats = len(plan.baseline_seeds) - 1
