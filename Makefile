@@ -49,7 +49,7 @@ docs: $(STAMP)
 # Benchmarks (README "Performance"). bench: loss and trial hot paths vs references, one run, 2 cores < 5 min;
 # SAVE=1 writes benchmarks/results/<date>-<machine>.md. bench-pruning: the quickstart sweep with median
 # pruning vs none (random weights), three sampler seeds: rank correlation by step, steps saved, the answer
-# kept (~40 min on 2 idle cores); PRUNING_ARGS changes it (e.g. "--sampler-seeds 1").
+# kept (~30 min on 2 idle cores); PRUNING_ARGS changes it (e.g. "--sampler-seeds 1").
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench.py $(if $(SAVE),--save)
 

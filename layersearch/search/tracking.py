@@ -13,6 +13,7 @@ import os
 import re
 import tempfile
 import time
+import uuid
 import warnings
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from .storage import STORAGE_TIMEOUT_S, database_url, redact, scrub, sqlite_path
 from .tracking_store import (  # noqa: F401 - re-exported: the names of a study's records
     _BATCH,
     BACKFILL_TAG,
+    CREATE_TAG,
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
     KILLED_REASONS,
@@ -166,10 +168,16 @@ class StudyTracker:
         return self.run_tags.get(RANDOM_WEIGHTS_TAG, "").lower() == "true"
 
     def _new_run(self, name: str, tags: dict[str, str]) -> str:
-        all_tags = {**self.run_tags, **tags}
+        token = uuid.uuid4().hex
+        all_tags = {**self.run_tags, **tags, CREATE_TAG: token}
         if self.random_weights:
             all_tags.setdefault(NOTE_TAG, RANDOM_NOTE)
-        return self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
+        run_id = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags).info.run_id
+        # A store restarted mid-call may have committed a first attempt whose answer was lost: one run per call.
+        for twin in self.client.search_runs([self.experiment_id], f"tags.`{CREATE_TAG}` = '{token}'"):
+            if twin.info.run_id != run_id:
+                self.client.delete_run(twin.info.run_id)
+        return run_id
 
     def _log_batch(self, run_id: str, metrics=(), params=(), tags=()) -> None:
         # One call in the usual case; chunked only past MLflow's per-call limits.

@@ -31,6 +31,9 @@ TRIAL_TAG = "layersearch.trial"
 STATE_TAG = "layersearch.state"
 BACKFILL_TAG = "layersearch.backfilled"
 RETRY_TAG = "layersearch.retry_of"
+# A token per run creation: a create whose answer was lost is sent again (by MLflow's http client, or by the
+# retry of a database store) after the server may have committed it; the token finds the twin to delete.
+CREATE_TAG = "layersearch.create"
 #: MLflow run status of each Optuna state (issue: pruned and failed runs say so in the runs table).
 RUN_STATUS = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
 #: Fail reasons that mean the trial was stopped from outside, not failed by itself: its run is KILLED.

@@ -238,3 +238,20 @@ def test_a_tolerated_mlflow_error_warns_once(tracker, monkeypatch):
         tracker.log_metrics(2, {"lpips": 0.3})  # no open run: nothing logged, no second warning
         tracker.end_trial("COMPLETE", {"lpips": 0.3})
     assert len(caught) == 1 and "s3cret" not in str(caught[0].message)
+
+
+def test_a_run_created_twice_by_a_lost_answer_is_one_run(tracker, monkeypatch):
+    # A server restarted mid-call: the first create was committed but its answer lost, and the client sent it
+    # again (MLflow's http client does; so does the retry of a database store). Seen in test_blips.
+    real = tracker.client.create_run
+
+    def twice(*args, **kwargs):
+        real(*args, **kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tracker.client, "create_run", twice)
+    run_id = tracker.start_trial(41, {"a": 1}, {"content_layers": {}})
+    tracker.end_trial("COMPLETE", {"lpips": 0.3})
+    runs = tracker.client.search_runs([tracker.experiment_id], "tags.`layersearch.trial` = '41'")
+    assert [r.info.run_id for r in runs] == [run_id]
+    assert runs[0].data.metrics == {"lpips": 0.3}
