@@ -43,7 +43,7 @@ from networks import mid_layer, network_loss, network_steps, network_table
 from references import Vgg16Slices, Vgg19To, gram_matrix, normalize_batch
 from torch.utils.flop_counter import FlopCounterMode
 
-from layersearch.config import compose_config, to_container
+from layersearch.config import load_settings
 from layersearch.lossnet.features import FeatureExtractor
 from layersearch.lossnet.layers import ARCHS, layer_table
 from layersearch.lossnet.loss import LossConfig, PerceptualLoss, total_variation
@@ -261,27 +261,27 @@ def peak_memory(device: torch.device, dry: bool) -> dict[tuple[str, str], float]
 # --- 4. a quickstart trial step, broken down ------------------------------------------------------------
 
 
-def quickstart_config(dry: bool, *extra: str) -> dict:
+def quickstart_config(dry: bool, *extra: str):
     overrides = ["preset=quickstart", "loss_net.weights=random", "metrics.lpips.weights=random", *extra]
     if dry:
         overrides += ["task.crop=32", "task.val_crop=64", "model.channels=8", "model.n_blocks=1"]
-    return to_container(compose_config(overrides))
+    return load_settings(overrides)
 
 
 def trial_breakdown(device: torch.device, dry: bool, repeats: int) -> dict:
     """Seconds per phase of one training step of the quickstart relu2_2 trial, and the evaluations' share."""
     cfg = quickstart_config(dry)
-    task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], device)
+    task = build_task(cfg.task, cfg.data, cfg.model, cfg.metrics, device)
     loss_fn = PerceptualLoss(LossConfig.from_mapping({"loss_net": RANDOM, "content_layers": {"relu2_2": 1.0}}))
     loss_fn.to(device)
     # The precision and layout train() picks for this device (trainer.precision / channels_last = auto).
-    bf16 = precision_used(cfg["trainer"], device) == "bf16"
+    bf16 = precision_used(cfg.trainer, device) == "bf16"
     memory_format = torch.channels_last if bf16 or device.type == "cuda" else torch.contiguous_format
     torch.manual_seed(0)
     model = task.build_generator().to(memory_format=memory_format)
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(cfg["trainer"]["lr"]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.trainer.lr)
     batches = torch.Generator().manual_seed(0)
-    batch = int(cfg["trainer"]["batch_size"])
+    batch = cfg.trainer.batch_size
     phases: dict[str, list[float]] = {p: [] for p in ("data", "generator fwd", "loss fwd", "loss bwd",
                                                       "generator bwd", "optimizer")}
     n_steps = 3 if dry else 10 * repeats
@@ -329,7 +329,7 @@ def trial_breakdown(device: torch.device, dry: bool, repeats: int) -> dict:
     medians = {p: statistics.median(v) for p, v in phases.items()}
     step_s = sum(medians.values())
     eval_s = statistics.median(timed(lambda: task.evaluate(model), device) for _ in range(3))
-    steps, every = int(cfg["trainer"]["steps"]), int(cfg["trainer"]["eval_every"])
+    steps, every = cfg.trainer.steps, cfg.trainer.eval_every
     n_evals = -(-steps // every)
     return {"precision": "bf16" if bf16 else "fp32", "phases": medians, "step_s": step_s, "build_s": builds, "shared": shared, "eval_s": eval_s, "steps": steps, "n_evals": n_evals,
             "eval_share": n_evals * eval_s / (n_evals * eval_s + steps * step_s)}
@@ -352,7 +352,7 @@ def sweep_overhead(dry: bool) -> dict:
         start = time.perf_counter()
         result = run_sweep(cfg)
         wall = time.perf_counter() - start
-    return {"trials": result.ran_trials, "steps": int(cfg["trainer"]["steps"]), "wall_s": wall,
+    return {"trials": result.ran_trials, "steps": cfg.trainer.steps, "wall_s": wall,
             "training_s": result.seconds_in_training, "outside_share": 1 - result.seconds_in_training / wall}
 
 

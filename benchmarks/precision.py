@@ -14,6 +14,7 @@ consistency check.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import statistics
 import time
@@ -21,7 +22,7 @@ import warnings
 
 import torch
 
-from layersearch.config import compose_config, to_container
+from layersearch.config import load_settings
 from layersearch.lossnet.loss import LossConfig, PerceptualLoss
 from layersearch.lossnet.weights import RandomWeightsWarning
 from layersearch.trial.tasks import build_task
@@ -43,9 +44,9 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. trainer.steps=20")
     args = parser.parse_args()
     warnings.simplefilter("ignore", RandomWeightsWarning)
-    cfg = to_container(compose_config(["preset=quickstart", "loss_net.weights=random", "metrics.lpips.weights=random",
-                                       "trainer.progress=false", "trainer.device=cpu", *args.overrides]))
-    task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], torch.device("cpu"))
+    cfg = load_settings(["preset=quickstart", "loss_net.weights=random", "metrics.lpips.weights=random",
+                         "trainer.progress=false", "trainer.device=cpu", *args.overrides])
+    task = build_task(cfg.task, cfg.data, cfg.model, cfg.metrics, torch.device("cpu"))
     load = os.getloadavg()[0]
     runs: dict[tuple[str, str], list[dict]] = {}
     for seed in range(args.seeds):
@@ -54,7 +55,7 @@ def main() -> None:
                 loss_fn = PerceptualLoss(LossConfig.from_mapping({"loss_net": {"arch": "vgg16", "weights": "random"},
                                                                   **layers}))
                 start = time.perf_counter()
-                _, result = train(task, loss_fn, {**cfg["trainer"], **trainer, "seed": seed})
+                _, result = train(task, loss_fn, dataclasses.replace(cfg.trainer, **trainer, seed=seed))
                 row = {**{m: result.metrics[m] for m in METRICS}, "seconds": time.perf_counter() - start}
                 runs.setdefault((loss, precision), []).append(row)
                 print(f"seed {seed} {loss:<22} {precision}: " + "  ".join(f"{k}={v:.4f}" for k, v in row.items()),
@@ -63,8 +64,8 @@ def main() -> None:
     def mean(loss: str, precision: str, key: str) -> float:
         return statistics.mean(r[key] for r in runs[(loss, precision)])
 
-    print(f"\nquickstart SR ({cfg['trainer']['steps']} steps, batch {cfg['trainer']['batch_size']}, "
-          f"{cfg['task']['crop']} px), {args.seeds} seeds, cpu, RANDOM weights; this CPU has bf16 units: "
+    print(f"\nquickstart SR ({cfg.trainer.steps} steps, batch {cfg.trainer.batch_size}, "
+          f"{cfg.task.params['crop']} px), {args.seeds} seeds, cpu, RANDOM weights; this CPU has bf16 units: "
           f"{cpu_has_native_bf16()}; load average {load:.2f} -> {os.getloadavg()[0]:.2f}")
     print(f"{'loss':<22} {'psnr_y fp32':>11} {'bf16':>8} {'diff':>7} {'seed sd':>8} "
           f"{'ssim_y fp32':>11} {'bf16':>7} {'lpips fp32':>10} {'bf16':>7} {'speed-up':>8}")

@@ -38,7 +38,7 @@ import optuna
 from optuna.trial import TrialState
 from scipy import stats
 
-from layersearch.config import compose_config, to_container
+from layersearch.config import load_settings
 from layersearch.insight.analysis import intermediate, summarize_study
 from layersearch.insight.effects import layer_effects, step_effects
 from layersearch.outputs import RANDOM_BANNER, format_metric
@@ -125,11 +125,11 @@ def summary(study: optuna.Study, steps: int) -> dict:
 
 def run_pair(base: list[str], folder: str, log) -> dict:
     """Both sweeps of one sampler seed and what the comparison needs."""
-    cfg = to_container(compose_config(base))
-    steps = int(cfg["trainer"]["steps"])
+    cfg = load_settings(base)
+    steps = cfg.trainer.steps
     studies = {}
     for pruner in ("none", "median"):
-        name = f"bench_pruning_{pruner}_seed{cfg['study']['seed']}"
+        name = f"bench_pruning_{pruner}_seed{cfg.study.seed}"
         command = [str(Path(sys.executable).parent / "layersearch"), "sweep", *base,
                    f"study.pruner={pruner}", f"study.name={name}"]
         log("$ " + " ".join(command[1:]))
@@ -174,12 +174,12 @@ def main() -> None:
                    for seed in range(args.sampler_seeds)]
 
     cfg = results[0]["cfg"]
-    names = results[0]["cfg"]["study"]["objectives"] or ["lpips", "psnr_y"]
-    steps, every = int(cfg["trainer"]["steps"]), int(cfg["trainer"]["eval_every"])
+    names = list(cfg.study.objectives or ["lpips", "psnr_y"])
+    steps, every = cfg.trainer.steps, cfg.trainer.eval_every
     say(RANDOM_BANNER)
-    say(f"quickstart sweep: {cfg['study']['n_trials']} trials of {steps} steps, an evaluation every {every}, sampler "
-        f"{cfg['study']['sampler']}, n_startup_trials {cfg['study']['n_startup_trials']}, baseline seeds "
-        f"{cfg['study']['baseline_seeds']}; pruned with warm-up {warmup_steps(cfg['study'], cfg['trainer'])} steps; "
+    say(f"quickstart sweep: {cfg.study.n_trials} trials of {steps} steps, an evaluation every {every}, sampler "
+        f"{cfg.study.sampler}, n_startup_trials {cfg.study.n_startup_trials}, baseline seeds "
+        f"{cfg.study.baseline_seeds}; pruned with warm-up {warmup_steps(cfg.study, steps)} steps; "
         f"{len(results)} sampler seeds; took {time.perf_counter() - started:.0f} s")
 
     say(f"\n1. Spearman rho between {names[0]} at each evaluation and at the end (unpruned studies, complete trials):")
@@ -207,7 +207,7 @@ def main() -> None:
         s_none, s_median = r["summaries"]["none"], r["summaries"]["median"]
         saved = 1 - s_median["steps"] / s_none["steps"]
         saved_all.append(saved)
-        say(f"sampler seed {r['cfg']['study']['seed']}:")
+        say(f"sampler seed {r['cfg'].study.seed}:")
         say(f"  {'pruner':<8} {'trials':>6} {'complete':>8} {'pruned':>6} {'failed':>6} {'steps':>7} "
             + " ".join(f"{'best ' + m:>12}" for m in names))
         for pruner, s in r["summaries"].items():
@@ -220,7 +220,7 @@ def main() -> None:
     say("\n3. The answer kept (pruned vs unpruned study of the same sampler seed)")
     for r in results:
         agree, shared = r["signs"]
-        say(f"  sampler seed {r['cfg']['study']['seed']}: top-3 configs in common {r['top3']}/3 exactly, "
+        say(f"  sampler seed {r['cfg'].study.seed}: top-3 configs in common {r['top3']}/3 exactly, "
             f"{r['top3_layers']}/3 as layer choices; per-layer effects with the same sign {agree}/{shared}")
         none, median = r["verdicts"]["none"], r["verdicts"]["median"]
         early = f"pruned at step {median['@step']}" if "@step" in median else "pruned, early step"

@@ -12,13 +12,14 @@ working compiler, say) gets one line saying why, and the others go on. `benchmar
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 import warnings
 
 import torch
 
-from layersearch.config import compose_config, to_container
+from layersearch.config import load_settings
 from layersearch.lossnet.loss import PerceptualLoss
 from layersearch.lossnet.weights import RandomWeightsWarning
 from layersearch.trial.tasks import build_task
@@ -34,13 +35,13 @@ VARIANTS = {
 }
 
 
-def run_seconds(task, cfg: dict, trainer: dict, steps: int) -> float:
+def run_seconds(task, cfg, trainer, steps: int) -> float:
     loss_fn = PerceptualLoss(layer_config(cfg))
     device = task.device
     if device.type == "cuda":
         torch.cuda.synchronize()
     start = time.perf_counter()
-    train(task, loss_fn, {**trainer, "steps": steps, "eval_every": steps})
+    train(task, loss_fn, dataclasses.replace(trainer, steps=steps, eval_every=steps))
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start
@@ -54,11 +55,10 @@ def main() -> None:
     parser.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. preset=gpu")
     args = parser.parse_args()
     warnings.simplefilter("ignore", RandomWeightsWarning)
-    cfg = to_container(compose_config(
-        ["loss_net.weights=random", "metrics.lpips.weights=random", "trainer.progress=false", *args.overrides]
-    ))
-    device = resolve_device(cfg["trainer"]["device"])
-    task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], device)
+    cfg = load_settings(["loss_net.weights=random", "metrics.lpips.weights=random", "trainer.progress=false",
+                         *args.overrides])
+    device = resolve_device(cfg.trainer.device)
+    task = build_task(cfg.task, cfg.data, cfg.model, cfg.metrics, device)
     task.evaluate = lambda model: {}  # steps only
     names = args.variant or list(VARIANTS)
     seconds: dict[str, list[float]] = {name: [] for name in names}
@@ -67,7 +67,7 @@ def main() -> None:
         for name in names:
             if name in failed:
                 continue
-            trainer = {**cfg["trainer"], **VARIANTS[name]}
+            trainer = dataclasses.replace(cfg.trainer, **VARIANTS[name])
             try:
                 short = run_seconds(task, cfg, trainer, args.warmup)
                 long = run_seconds(task, cfg, trainer, args.warmup + args.steps)
@@ -75,7 +75,7 @@ def main() -> None:
                 failed[name] = f"{type(err).__name__}: {' '.join(str(err).split())[:200]}"
                 continue
             seconds[name].append(max(long - short, 0.0) / args.steps)
-    print(f"step time, {device}, batch {cfg['trainer']['batch_size']}, crop {cfg['task']['crop']} px, "
+    print(f"step time, {device}, batch {cfg.trainer.batch_size}, crop {cfg.task.params['crop']} px, "
           f"loss {list(layer_config(cfg).layers) or 'pixel'}, RANDOM weights, median of 2 interleaved runs")
     print(f"{'variant':<34} {'ms/step':>9} {'vs ' + names[0]:>12}")
     first = statistics.median(seconds[names[0]]) if seconds[names[0]] else 0.0

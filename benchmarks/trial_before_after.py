@@ -28,21 +28,21 @@ TRIAL = r"""
 import json, sys, time, warnings
 import torch
 warnings.simplefilter("ignore")
-from layersearch.config import compose_config, to_container
+from layersearch.config import load_settings
 from layersearch.lossnet.loss import PerceptualLoss
 from layersearch.trial.tasks import build_task
 from layersearch.trial.train import layer_config, resolve_device, train
 # eval_every=50 pinned: the quickstart preset now evaluates every 25 steps (for pruning), and both sides must do
 # the same work (200 steps, 4 evaluations).
-cfg = to_container(compose_config(["preset=quickstart", "trainer.eval_every=50", "loss=johnson_sr", "loss_net.weights=random",
-                                   "metrics.lpips.weights=random", "trainer.progress=false",
-                                   f"trainer.device={sys.argv[1]}", *sys.argv[2:]]))
-device = resolve_device(cfg["trainer"]["device"])
-task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], device)
+cfg = load_settings(["preset=quickstart", "trainer.eval_every=50", "loss=johnson_sr", "loss_net.weights=random",
+                     "metrics.lpips.weights=random", "trainer.progress=false",
+                     f"trainer.device={sys.argv[1]}", *sys.argv[2:]])
+device = resolve_device(cfg.trainer.device)
+task = build_task(cfg.task, cfg.data, cfg.model, cfg.metrics, device)
 seconds = []
 for _ in range(2):
     start = time.perf_counter()
-    _, result = train(task, PerceptualLoss(layer_config(cfg)), cfg["trainer"])
+    _, result = train(task, PerceptualLoss(layer_config(cfg)), cfg.trainer)
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds.append(time.perf_counter() - start)

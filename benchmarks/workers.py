@@ -25,7 +25,7 @@ from pathlib import Path
 
 import optuna
 
-from layersearch.config import compose_config, to_container
+from layersearch.config import load_settings
 from layersearch.lossnet.loss import LossConfig, PerceptualLoss
 from layersearch.search.storage import heartbeat_thread, open_storage
 from layersearch.trial.tasks import build_task
@@ -48,16 +48,16 @@ def time_sweep(workers: int, trials: int) -> tuple[float, str]:
 
 def heartbeat_overhead(repeats: int, steps: int) -> dict[str, list[float]]:
     warnings.simplefilter("ignore")
-    cfg = to_container(compose_config(["preset=quickstart", "loss_net.weights=random", "metrics.lpips.weights=random",
-                                       f"trainer.steps={steps}", f"trainer.eval_every={steps // 2}"]))
-    cfg["trainer"]["progress"] = False
+    cfg = load_settings(["preset=quickstart", "loss_net.weights=random", "metrics.lpips.weights=random",
+                         f"trainer.steps={steps}", f"trainer.eval_every={steps // 2}", "trainer.progress=false"])
     device = resolve_device("cpu")
-    task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], device)
+    task = build_task(cfg.task, cfg.data, cfg.model, cfg.metrics, device)
     loss = LossConfig.from_mapping({"loss_net": {"arch": "vgg16", "weights": "random"},
                                     "content_layers": {"relu2_2": 1.0}})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     tmp = tempfile.mkdtemp()
-    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp}/hb.db"))
+    study = optuna.create_study(storage=open_storage(f"sqlite:///{tmp}/hb.db", heartbeat_s=cfg.study.heartbeat_s,
+                                                     grace_s=cfg.study.grace_s, retry_s=cfg.study.db_retry_s))
     cases = {"no heartbeat thread": None, "heartbeat_s=30 (default)": 30.0, "heartbeat_s=0.05 (stress)": 0.05}
     times: dict[str, list[float]] = {k: [] for k in cases}
     for _ in range(repeats):
@@ -66,7 +66,7 @@ def heartbeat_overhead(repeats: int, steps: int) -> dict[str, list[float]]:
             beat = heartbeat_thread(study, trial, every) if every else contextlib.nullcontext()
             start = time.perf_counter()
             with beat:
-                train(task, PerceptualLoss(loss, seed=0), cfg["trainer"])
+                train(task, PerceptualLoss(loss, seed=0), cfg.trainer)
             times[name].append(time.perf_counter() - start)
             study.tell(trial, 0.0)
     return times

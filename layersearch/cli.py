@@ -8,15 +8,12 @@ import traceback
 import warnings
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .config import compose_config, config_groups, to_container
 from .errors import LayersearchError, RandomWeightsWarning
 from .lossnet.layers import ARCHS, check_arch, format_layer_table
 from .outputs import RANDOM_BANNER, format_table, timestamped_dir
-
-if TYPE_CHECKING:
-    from omegaconf import DictConfig
+from .settings import Settings, parse_settings
 
 USAGE = """usage: layersearch COMMAND [ARGS]
 
@@ -75,8 +72,11 @@ def groups_help(command: str) -> str:
     return "\n".join(lines)
 
 
-def with_config(command: str, run: Callable[[DictConfig], int]) -> Callable[[list[str]], int]:
-    """Wrap a command body that takes the composed config with --help, --cfg job and --config-dir."""
+def with_config(command: str, run: Callable[[Settings], int]) -> Callable[[list[str]], int]:
+    """Wrap a command body that takes the settings with --help, --cfg job and --config-dir.
+
+    The composed config is parsed into `Settings` here, once; the body and everything below it read those.
+    """
 
     def wrapped(args: list[str]) -> int:
         overrides, dirs, show_cfg, show_help = parse_overrides(args)
@@ -89,7 +89,7 @@ def with_config(command: str, run: Callable[[DictConfig], int]) -> Callable[[lis
 
             print(OmegaConf.to_yaml(cfg))
             return 0
-        return run(cfg)
+        return run(parse_settings(to_container(cfg)))
 
     return wrapped
 
@@ -107,10 +107,10 @@ def cmd_layers(args: list[str]) -> int:
     return 0
 
 
-def run_train(cfg: DictConfig) -> int:
+def run_train(settings: Settings) -> int:
     from .trial.train import train_from_config
 
-    outcome = train_from_config(to_container(cfg))
+    outcome = train_from_config(settings)
     rows = {"trained": outcome.metrics}
     if outcome.baseline:
         rows["bicubic"] = outcome.baseline
@@ -123,18 +123,19 @@ def run_train(cfg: DictConfig) -> int:
     return 0
 
 
-def run_score(cfg: DictConfig) -> int:
+def run_score(settings: Settings) -> int:
     from .trial.score import score_folders
 
-    if not cfg.pred_dir or not cfg.target_dir:
+    if not settings.pred_dir or not settings.target_dir:
         raise UsageError("score needs pred_dir=... and target_dir=...")
+    lpips = settings.metrics.lpips
     result = score_folders(
-        str(cfg.pred_dir), str(cfg.target_dir), int(cfg.scale), cfg.metrics.lpips.net, str(cfg.metrics.lpips.weights),
-        out=Path(cfg.out_dir or timestamped_dir(cfg.paths.outputs_dir, "score")) / "scores.json",
+        settings.pred_dir, settings.target_dir, settings.scale, lpips.net, lpips.weights,
+        out=Path(settings.out_dir or timestamped_dir(settings.paths.outputs_dir, "score")) / "scores.json",
     )
     if result["random_weights"]:
         print(RANDOM_BANNER)
-    print(f"{result['n_images']} images, LPIPS {result['weights']['lpips']}, shave {cfg.scale}px")
+    print(f"{result['n_images']} images, LPIPS {result['weights']['lpips']}, shave {settings.scale}px")
     print(format_table({"mean": result["mean"]}, ["lpips", "psnr_y", "ssim_y"]))
     if result["unmatched"]:
         print(f"ignored {len(result['unmatched'])} files without a partner: {', '.join(result['unmatched'][:5])}")
@@ -142,10 +143,10 @@ def run_score(cfg: DictConfig) -> int:
     return 0
 
 
-def run_sweep(cfg: DictConfig) -> int:
+def run_sweep(settings: Settings) -> int:
     from .search.sweep import run_sweep
 
-    result = run_sweep(to_container(cfg))
+    result = run_sweep(settings)
     print(format_result(result))
     if result.best_rows:
         print(f"next: layersearch export study.name={result.study_name}   "
@@ -173,13 +174,13 @@ def format_result(result) -> str:
     return "\n".join(lines)
 
 
-def run_export(cfg: DictConfig) -> int:
-    if cfg.export.get("source") == "confirm":
+def run_export(settings: Settings) -> int:
+    if settings.export.source == "confirm":
         from .insight.confirm import export_confirmed as export_study
     else:
         from .search.export import export_study
 
-    paths = export_study(to_container(cfg))
+    paths = export_study(settings)
     for path in paths:
         print(f"wrote {path}")
     if len(paths) == 1 and paths[0].suffix in (".yaml", ".yml", ".json"):
@@ -187,25 +188,25 @@ def run_export(cfg: DictConfig) -> int:
     return 0
 
 
-def run_ui(cfg: DictConfig) -> int:
+def run_ui(settings: Settings) -> int:
     from .search.storage import check_study_name
     from .search.tracking import run_ui as serve
 
-    check_study_name(cfg.study.name)
-    port = cfg.get("port")
-    return serve(str(cfg.tracking.uri), str(cfg.study.name), port=5000 if port is None else port)
+    check_study_name(settings.study.name)
+    port = settings.port
+    return serve(settings.tracking.uri, settings.study.name, port=5000 if port is None else port)
 
 
-def run_dashboard(cfg: DictConfig) -> int:
+def run_dashboard(settings: Settings) -> int:
     from .search.dashboard import serve_dashboard
 
-    return serve_dashboard(to_container(cfg.study), str(cfg.paths.studies_dir), port=cfg.get("port"))
+    return serve_dashboard(settings.study, settings.paths.studies_dir, port=settings.port)
 
 
-def run_confirm(cfg: DictConfig) -> int:
+def run_confirm(settings: Settings) -> int:
     from .insight import confirm
 
-    result = confirm.run_confirm(to_container(cfg))
+    result = confirm.run_confirm(settings)
     if result.summary is None:
         print(f"{result.pending} of {result.jobs} runs are still queued or running elsewhere; no results written yet")
         return 0
@@ -215,10 +216,10 @@ def run_confirm(cfg: DictConfig) -> int:
     return 0
 
 
-def run_report(cfg: DictConfig) -> int:
+def run_report(settings: Settings) -> int:
     from .insight.report import build_report
 
-    result = build_report(to_container(cfg))
+    result = build_report(settings)
     if result.random_weights:
         print(RANDOM_BANNER)
     for note in result.notes:
@@ -230,10 +231,10 @@ def run_report(cfg: DictConfig) -> int:
     return 0
 
 
-def run_inspect(cfg: DictConfig) -> int:
+def run_inspect(settings: Settings) -> int:
     from .insight.inspect import inspect_layers
 
-    result = inspect_layers(to_container(cfg))
+    result = inspect_layers(settings)
     if result.random_weights:
         print(RANDOM_BANNER)
     rows = {r["layer"]: {"feature psnr_y": r["feature"]["psnr_y"], "feature lpips": r["feature"]["lpips"],

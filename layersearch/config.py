@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import yaml
 
 from .errors import ConfigValueError, LayersearchError
+from .settings import Settings, parse_settings
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -187,3 +188,8 @@ def literature_loss(name: str) -> dict:
             arch = entry["override /loss_net"]
     loss_net = yaml.safe_load((root / "loss_net" / f"{arch}.yaml").read_text())
     return {"loss_net": loss_net, **data["loss"]}
+
+
+def load_settings(overrides: list[str] | tuple[str, ...] = (), extra_dirs: list[str] | tuple[str, ...] = ()) -> Settings:
+    """`compose_config`, resolved and parsed into the typed `Settings` every command runs on."""
+    return parse_settings(to_container(compose_config(overrides, extra_dirs)))

@@ -12,12 +12,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from layersearch.config import compose_config, to_container
+from layersearch.config import load_settings
+from layersearch.settings import Settings
 
 
-def smoke(*overrides: str) -> dict:
-    """The composed config of the tiny random-weights preset, as a plain dict."""
-    return to_container(compose_config(["preset=smoke", *overrides]))
+def smoke(*overrides: str) -> Settings:
+    """The settings of the tiny random-weights preset."""
+    return load_settings(["preset=smoke", *overrides])
+
+
+def storage_args(**overrides: float) -> dict[str, float]:
+    """``open_storage``'s heartbeat, grace and retry times: conf/study/default.yaml's unless overridden."""
+    study = load_settings([]).study
+    return {"heartbeat_s": study.heartbeat_s, "grace_s": study.grace_s, "retry_s": study.db_retry_s, **overrides}
 
 
 def fake_gpus(monkeypatch, names: list[str], capability: tuple[int, int] = (9, 0)) -> None:

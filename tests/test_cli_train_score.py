@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import console_script, user_lines
+from helpers import console_script, smoke, user_lines
 from PIL import Image
 
 from layersearch.cli import main
@@ -94,7 +94,7 @@ def assert_succeeded_with_random_banner(proc) -> None:
 def test_console_train_writes_a_labelled_output_folder(console_runs):
     cwd, proc = console_runs["train"]
     assert_succeeded_with_random_banner(proc)
-    precision = precision_used({"precision": "auto"}, resolve_device("auto"))
+    precision = precision_used(smoke("trainer.precision=auto").trainer, resolve_device("auto"))
     assert f"weights: loss net vgg16/random, LPIPS alex/random; trained in {precision}" in proc.stdout
     assert "bicubic" in proc.stdout and "psnr_y" in proc.stdout  # the table has the baseline row
     out = cwd / "run"

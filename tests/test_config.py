@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from layersearch.config import compose_config, config_dir, config_groups, to_container
+from layersearch.config import compose_config, config_dir, config_groups, load_settings, to_container
 from layersearch.lossnet.layers import layer_names
 from layersearch.lossnet.loss import LossConfig
 from layersearch.search.space import SearchSpace
 from layersearch.search.study import make_pruner, make_sampler, resolve_objectives
+from layersearch.settings import parse_settings
 from layersearch.trial.kinds import make_training
 from layersearch.trial.tasks import build_task, construct
 
@@ -30,6 +31,7 @@ def test_every_option_composes_and_builds(group, option):
     if group == "search_space" and option == "style_johnson" or group == "model" and option == "style":
         overrides += ["task=style"]
     cfg = to_container(compose_config(overrides))
+    settings = parse_settings(cfg)
     if group == "loss":
         LossConfig.from_mapping({"loss_net": cfg["loss_net"], **cfg["loss"]})
     if group == "loss_net":
@@ -37,27 +39,29 @@ def test_every_option_composes_and_builds(group, option):
         assert cfg["loss_net"]["arch"] == option
         LossConfig.from_mapping({"loss_net": cfg["loss_net"], "content_layers": {layer_names(option)[-1]: 1.0}})
     if group == "search_space":
-        space = SearchSpace.from_config(cfg["search_space"], weights="random")
-        objectives = resolve_objectives(cfg["study"], make_training(cfg))
-        make_sampler(cfg["study"]["sampler"], space, len(objectives), 0, 4)
-        make_pruner(cfg["study"]["pruner"], len(objectives), 4, 0, cfg["trainer"])
+        space = SearchSpace.from_config(settings.search_space, weights="random")
+        objectives = resolve_objectives(settings.study, make_training(settings))
+        make_sampler(settings.study.sampler, space, len(objectives), 0, 4)
+        make_pruner(settings.study.pruner, len(objectives), 4, 0, settings.trainer.steps, settings.trainer.eval_every)
     if group == "model":
-        extra = {"scale": cfg["task"]["scale"]} if "scale" in cfg["task"] else {}
-        generator = construct(cfg["model"], **extra)
+        params = settings.task.params
+        extra = {"scale": params["scale"]} if "scale" in params else {}
+        generator = construct(settings.model, **extra)
         scale = extra.get("scale", 1)
         out = generator(torch.rand(1, 3, 16, 16))
         assert out.shape == (1, 3, 16 * scale, 16 * scale)
     if group == "task":
-        smoke = to_container(compose_config([*overrides, "preset=smoke"]))
-        task = build_task(smoke["task"], smoke["data"], smoke["model"], smoke["metrics"], "cpu")
+        smoke = load_settings([*overrides, "preset=smoke"])
+        task = build_task(smoke.task, smoke.data, smoke.model, smoke.metrics, "cpu")
         assert set(task.objectives) <= set(task.evaluate(task.build_generator()))
     if group == "trial":
-        assert make_training(cfg).kind == option
+        assert make_training(settings).kind == option
     assert cfg["seed"] == 0
 
 
 def test_objectives_can_be_any_metric_the_task_reports():
-    cfg = to_container(compose_config(["study.objectives=[ssim_y,lpips]"]))
-    assert resolve_objectives(cfg["study"], make_training(cfg)) == [("ssim_y", "maximize"), ("lpips", "minimize")]
-    cfg = to_container(compose_config(["task=style"]))
-    assert [m for m, _ in resolve_objectives(cfg["study"], make_training(cfg))] == ["content_lpips", "style_distance"]
+    settings = load_settings(["study.objectives=[ssim_y,lpips]"])
+    assert resolve_objectives(settings.study, make_training(settings)) == [("ssim_y", "maximize"), ("lpips", "minimize")]
+    settings = load_settings(["task=style"])
+    assert [m for m, _ in resolve_objectives(settings.study, make_training(settings))] == ["content_lpips",
+                                                                                           "style_distance"]

@@ -25,10 +25,11 @@ result and is not retried.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,16 +41,17 @@ from tqdm.auto import tqdm
 from ..outputs import RANDOM_BANNER, atomic_write_json, atomic_write_text
 from ..search.export import export_study, provenance_config
 from ..search.storage import load_study, open_storage, storage_lock
+from ..settings import Settings
 from ..trial.kinds import make_training
 from ..trial.train import resolve_device
 from .confirm_job import CONFIRM_SUMMARY_TAG, CONFIRM_TAG, JobContext, JobTracking, run_job
 from .confirm_plan import (
     Candidate,
     ConfirmError,
-    Settings,
+    ConfirmPlan,
     check_study,
     random_weights_of,
-    read_settings,
+    read_plan,
     select_candidates,
 )
 from .confirm_queue import SUFFIX, check_budget, claim, enqueue_missing, fail_abandoned, job_of, per_seed
@@ -59,11 +61,11 @@ __all__ = [
     "Candidate",
     "ConfirmError",
     "ConfirmResult",
-    "Settings",
+    "ConfirmPlan",
     "check_study",
     "confirm_dir",
     "export_confirmed",
-    "read_settings",
+    "read_plan",
     "render_markdown",
     "run_confirm",
     "select_candidates",
@@ -74,9 +76,9 @@ __all__ = [
 # --- the command ----------------------------------------------------------------------------------------------
 
 
-def confirm_dir(cfg: Mapping[str, Any]) -> Path:
+def confirm_dir(settings: Settings) -> Path:
     """``<paths.studies_dir>/<study.name>/confirm``: where confirm.json and confirm.md go."""
-    return Path(cfg["paths"]["studies_dir"]) / str(cfg["study"]["name"]) / "confirm"
+    return Path(settings.paths.studies_dir) / settings.study.name / "confirm"
 
 
 @dataclass
@@ -93,31 +95,32 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
 
 
-def _cost_line(name: str, candidates: Sequence[Candidate], settings: Settings, done: int, trial_steps: int,
+def _cost_line(name: str, candidates: Sequence[Candidate], plan: ConfirmPlan, done: int, trial_steps: int,
                n_trials: int) -> str:
-    n_top = min(settings.top_k, len(candidates))
-    n_jobs = len(candidates) * len(settings.seeds)
-    total = n_jobs * settings.steps
+    n_top = min(plan.top_k, len(candidates))
+    n_jobs = len(candidates) * len(plan.seeds)
+    total = n_jobs * plan.steps
     return (f"confirm {name}: {len(candidates)} configs (top {n_top} + {len(candidates) - n_top} more baselines) "
-            f"x {len(settings.seeds)} seeds x {settings.steps} steps = {n_jobs} runs, {total:,} training steps "
+            f"x {len(plan.seeds)} seeds x {plan.steps} steps = {n_jobs} runs, {total:,} training steps "
             f"({total / max(1, n_trials * trial_steps):.1f}x the sweep's {n_trials} trials x {trial_steps} steps); "
             f"{done} runs already done")
 
 
-def run_confirm(cfg: Mapping[str, Any]) -> ConfirmResult:
+def run_confirm(settings: Settings) -> ConfirmResult:
     """Retrain the top configs and baselines of ``study.name`` over seeds; write confirm.json and confirm.md.
 
     Resumable and shareable: run it again after a kill, or in several processes at once (see the module
     docstring). The outputs are written by the process that finds every job finished.
     """
-    settings = read_settings(cfg)
-    study, url = load_study(cfg["study"], cfg["paths"]["studies_dir"])
+    plan = read_plan(settings)
+    study, url = load_study(settings.study, settings.paths.studies_dir)
     log = tqdm.write
-    confirm_cfg = {**cfg, "trainer": {**cfg["trainer"], "eval_every": settings.eval_every}}
-    training = make_training(confirm_cfg, log)
-    objectives = check_study(study, cfg, training)
-    candidates = select_candidates(study, objectives, settings.top_k)
-    random_weights = random_weights_of(candidates, cfg)
+    # The runs evaluate as often as the plan says (a trial's number of evaluations, by default).
+    run_settings = dataclasses.replace(settings, trainer=dataclasses.replace(settings.trainer, eval_every=plan.eval_every))
+    training = make_training(run_settings, log)
+    objectives = check_study(study, settings, training)
+    candidates = select_candidates(study, objectives, plan.top_k)
+    random_weights = random_weights_of(candidates, settings.metrics.lpips)
     if random_weights != bool(study.user_attrs.get("random_weights")):
         was = "random" if study.user_attrs.get("random_weights") else "pretrained"
         raise ConfirmError(f"study {study.study_name!r} was scored with {was} weights, this config would not be; "
@@ -126,34 +129,35 @@ def run_confirm(cfg: Mapping[str, Any]) -> ConfirmResult:
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     names = [m for m, _ in objectives]
     jobs_name = study.study_name + SUFFIX
-    storage = open_storage(url)
+    storage = open_storage(url, heartbeat_s=settings.study.heartbeat_s, grace_s=settings.study.grace_s,
+                           retry_s=settings.study.db_retry_s)
     with storage_lock(url):
         jobs = optuna.create_study(study_name=jobs_name, storage=storage,
                                    directions=[d for _, d in objectives], load_if_exists=True)
-        check_budget(jobs, settings, cfg["trainer"], url)
+        check_budget(jobs, plan, settings.trainer, url)
         jobs.set_user_attr("objectives", names)
         fail_abandoned(jobs, log)
-        enqueue_missing(jobs, candidates, settings)
-    wanted = {(c.key, s) for c in candidates for s in settings.seeds}
+        enqueue_missing(jobs, candidates, plan)
+    wanted = {(c.key, s) for c in candidates for s in plan.seeds}
     done = sum(1 for t in jobs.get_trials(deepcopy=False) if job_of(t) in wanted and t.state == TrialState.COMPLETE)
     complete_trials = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     if random_weights:
         log(RANDOM_BANNER)
-    log(_cost_line(study.study_name, candidates, settings, done, int(cfg["trainer"]["steps"]), complete_trials))
+    log(_cost_line(study.study_name, candidates, plan, done, settings.trainer.steps, complete_trials))
     result = ConfirmResult(study.study_name, len(wanted))
 
     def queued() -> int:
         return len(jobs.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
-    tracking = JobTracking(cfg, study.study_name, url, random_weights)
+    tracking = JobTracking(settings.tracking.uri, study.study_name, url, random_weights)
     if queued():
         # Prepared once per process, only when there is work, and before a job is claimed: a training that
         # cannot start (weights offline, a missing data folder, a command not found) must not leave a claimed
         # job behind.
         training.prepare()
         builtin = training.kind == "builtin"
-        ctx = JobContext(training, confirm_cfg, study.study_name, settings, objectives, tracking,
-                         training.device if builtin else resolve_device(cfg["trainer"]["device"]), log,
+        ctx = JobContext(training, run_settings, study.study_name, plan, objectives, tracking,
+                         training.device if builtin else resolve_device(settings.trainer.device), log,
                          training.precision() if builtin else None)
         bar = tqdm(total=queued(), desc=f"confirm {study.study_name}", unit="run", position=0)
         try:
@@ -176,8 +180,8 @@ def run_confirm(cfg: Mapping[str, Any]) -> ConfirmResult:
         log(f"{len(live)} runs are still queued or running in other processes; the last to finish writes the results "
             "(or run this command again)")
         return result
-    result.summary = summarise(study.study_name, random_weights, settings, objectives, candidates, per_seed(jobs, names))
-    out = confirm_dir(cfg)
+    result.summary = summarise(study.study_name, random_weights, plan, objectives, candidates, per_seed(jobs, names))
+    out = confirm_dir(settings)
     result.paths = [atomic_write_text(out / "confirm.md", render_markdown(result.summary)),
                     atomic_write_json(out / "confirm.json", result.summary)]
     _log_summary(tracking, result)
@@ -201,10 +205,10 @@ def _log_summary(tracking: JobTracking, result: ConfirmResult) -> None:
 # --- export.source=confirm --------------------------------------------------------------------------------
 
 
-def export_confirmed(cfg: Mapping[str, Any]) -> list[Path]:
+def export_confirmed(settings: Settings) -> list[Path]:
     """`layersearch export export.source=confirm`: write the confirmation's winner, provenance saying so."""
-    path = confirm_dir(cfg) / "confirm.json"
-    name = str(cfg["study"]["name"])
+    path = confirm_dir(settings) / "confirm.json"
+    name = settings.study.name
     if not path.is_file():
         raise ConfirmError(f"study {name!r} has no finished confirmation ({path} is missing); "
                            f"run `layersearch confirm study.name={name}` first")
@@ -212,7 +216,7 @@ def export_confirmed(cfg: Mapping[str, Any]) -> list[Path]:
     winner = next((c for c in summary["configs"] if c["key"] == summary.get("winner")), None)
     if winner is None:
         raise ConfirmError(f"the confirmation of study {name!r} has no winner (every run diverged?); see {path}")
-    study, url = load_study(cfg["study"], cfg["paths"]["studies_dir"])
+    study, url = load_study(settings.study, settings.paths.studies_dir)
     trial = next((t for t in study.get_trials(deepcopy=False) if t.number == winner["trial"]), None)
     if trial is None or trial.state != TrialState.COMPLETE:
         raise ConfirmError(f"trial {winner['trial']} of study {name!r} named by {path} is not a complete trial")
@@ -224,4 +228,4 @@ def export_confirmed(cfg: Mapping[str, Any]) -> list[Path]:
         "mean": winner["mean"], "std": winner["std"], "long_rank": winner["long_rank"],
         "verdicts": {f"{c['baseline']}/{c['metric']}": c["verdict"] for c in summary["comparisons"]},
     }
-    return export_study(cfg, chosen=config)
+    return export_study(settings, chosen=config)

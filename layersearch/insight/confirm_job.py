@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,11 @@ from optuna.trial import TrialState
 
 from ..outputs import format_metric
 from ..search.outcome import run_training
-from ..search.storage import HEARTBEAT_S, heartbeat_thread, redact
+from ..search.storage import heartbeat_thread, redact
 from ..search.tracking import PRECISION_TAG, StudyTracker
+from ..settings import Settings
 from ..trial.handle import Trial
-from .confirm_plan import Settings
+from .confirm_plan import ConfirmPlan
 from .confirm_queue import FAILED_RESULT, KEY, SEED
 
 __all__ = ["CONFIRM_SUMMARY_TAG", "CONFIRM_TAG", "JobContext", "JobTracking", "run_job"]
@@ -32,10 +33,10 @@ class JobTracking:
     """The confirm runs in the study's MLflow experiment, opened at the first call. The first MLflow error warns
     in one line and turns tracking off for the rest of the process: the results live in Optuna and confirm.json."""
 
-    def __init__(self, cfg: Mapping[str, Any], study_name: str, url: str, random_weights: bool):
+    def __init__(self, tracking_uri: str, study_name: str, url: str, random_weights: bool):
         self.tracker: StudyTracker | None = None
         self.failed = False
-        self._open = lambda: StudyTracker(str(cfg["tracking"]["uri"]), study_name, redact(url),
+        self._open = lambda: StudyTracker(tracking_uri, study_name, redact(url),
                                           tags={"layersearch.random_weights": str(random_weights).lower()})
 
     def __call__(self, method: str, *args: Any, **kwargs: Any) -> None:
@@ -57,9 +58,9 @@ class JobContext:
     """What every job of one confirm process shares."""
 
     training: Any  # a trial.kinds.Training, prepared
-    cfg: Mapping[str, Any]
+    settings: Settings  # trainer.eval_every as the plan says
     study_name: str
-    settings: Settings
+    plan: ConfirmPlan
     objectives: list[tuple[str, str]]
     tracking: JobTracking
     device: torch.device
@@ -67,9 +68,9 @@ class JobContext:
     precision: str | None = None  # the built-in training's bf16 | fp32, recorded with each run
 
 
-def job_dir(cfg: Mapping[str, Any], study_name: str, key: str, seed: int) -> Path:
+def job_dir(studies_dir: str, study_name: str, key: str, seed: int) -> Path:
     """``<studies_dir>/<study>/confirm/runs/<key>-seed<seed>``: the job's `Trial.dir`."""
-    return Path(cfg["paths"]["studies_dir"]) / study_name / "confirm" / "runs" / f"{key}-seed{seed}"
+    return Path(studies_dir) / study_name / "confirm" / "runs" / f"{key}-seed{seed}"
 
 
 def run_job(jobs: optuna.Study, trial: optuna.Trial, ctx: JobContext) -> tuple[str, float]:
@@ -83,7 +84,7 @@ def run_job(jobs: optuna.Study, trial: optuna.Trial, ctx: JobContext) -> tuple[s
     if attrs.get("baseline"):
         tags["layersearch.baseline"] = attrs["baseline"]
     ctx.tracking("start_run", f"confirm {number} seed {seed}", tags,
-                 params={"seed": seed, "steps": ctx.settings.steps, "trial": attrs["trial"], "label": attrs["label"]},
+                 params={"seed": seed, "steps": ctx.plan.steps, "trial": attrs["trial"], "label": attrs["label"]},
                  layer_config=attrs["layer_config"])
     curve: list[list[Any]] = []
 
@@ -95,14 +96,14 @@ def run_job(jobs: optuna.Study, trial: optuna.Trial, ctx: JobContext) -> tuple[s
             trial.set_user_attr("curve", curve)
         return None  # confirm never prunes: every seed runs its whole budget
 
-    folder = job_dir(ctx.cfg, ctx.study_name, attrs[KEY], seed)
+    folder = job_dir(ctx.settings.paths.studies_dir, ctx.study_name, attrs[KEY], seed)
     if folder.exists():
         shutil.rmtree(folder)  # a killed earlier attempt at this job
     handle = Trial(number=attrs["trial"], study_name=ctx.study_name, params=attrs.get("params") or {},
-                   layer_config=attrs["layer_config"], steps=ctx.settings.steps, seed=seed, device=ctx.device,
-                   dir=folder, objectives=names, reporter=report, loss_seed=int(ctx.cfg.get("seed") or 0),
-                   lpips=ctx.cfg["metrics"]["lpips"])
-    with heartbeat_thread(jobs, trial, HEARTBEAT_S):
+                   layer_config=attrs["layer_config"], steps=ctx.plan.steps, seed=seed, device=ctx.device,
+                   dir=folder, objectives=names, reporter=report, loss_seed=ctx.settings.seed,
+                   lpips=ctx.settings.metrics.lpips)
+    with heartbeat_thread(jobs, trial, ctx.settings.study.heartbeat_s):
         try:
             outcome = run_training(ctx.training, handle)
         except KeyboardInterrupt:

@@ -6,7 +6,7 @@ the candidates are its top-k complete trials and every complete literature basel
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +19,10 @@ from ..lossnet.weights import any_random
 from ..search.ranking import first_runs, front
 from ..search.space import SearchSpace
 from ..search.tracking import trial_run_name
+from ..settings import LpipsSettings, Settings
 from ..trial.kinds import Training
 
-__all__ = ["Candidate", "ConfirmError", "Settings", "check_study", "random_weights_of", "read_settings",
+__all__ = ["Candidate", "ConfirmError", "ConfirmPlan", "check_study", "random_weights_of", "read_plan",
            "select_candidates"]
 
 
@@ -30,7 +31,7 @@ class ConfirmError(LayersearchError, ValueError):
 
 
 @dataclass(frozen=True)
-class Settings:
+class ConfirmPlan:
     """The confirmation's budget: which seeds, how many steps, how often to evaluate, the test's level."""
 
     top_k: int
@@ -48,27 +49,27 @@ def _whole(value: Any, key: str, minimum: int, why: str = "") -> int:
     return int(value)
 
 
-def read_settings(cfg: Mapping[str, Any]) -> Settings:
-    """The ``confirm`` group, checked; ``steps: null`` = 10 x ``trainer.steps``.
+def read_plan(settings: Settings) -> ConfirmPlan:
+    """The ``confirm`` settings, checked; ``steps: null`` = 10 x ``trainer.steps``.
 
     ``eval_every: null`` keeps a trial's number of evaluations: ``trainer.eval_every`` scaled by
     ``steps / trainer.steps``.
     """
-    conf, trainer = cfg["confirm"], cfg["trainer"]
-    top_k = _whole(conf.get("top_k"), "confirm.top_k", 1)
-    n_seeds = _whole(conf.get("seeds"), "confirm.seeds", 2, " (a spread over seeds needs two)")
-    first = _whole(conf.get("first_seed", 0), "confirm.first_seed", 0)
-    trial_steps = _whole(trainer["steps"], "trainer.steps", 1)
-    steps = 10 * trial_steps if conf.get("steps") is None else _whole(conf["steps"], "confirm.steps", 1)
-    if conf.get("eval_every") is None:
-        trial_every = int(trainer.get("eval_every") or trial_steps)
+    conf, trainer = settings.confirm, settings.trainer
+    top_k = _whole(conf.top_k, "confirm.top_k", 1)
+    n_seeds = _whole(conf.seeds, "confirm.seeds", 2, " (a spread over seeds needs two)")
+    first = _whole(conf.first_seed, "confirm.first_seed", 0)
+    trial_steps = _whole(trainer.steps, "trainer.steps", 1)
+    steps = 10 * trial_steps if conf.steps is None else _whole(conf.steps, "confirm.steps", 1)
+    if conf.eval_every is None:
+        trial_every = trainer.eval_every or trial_steps
         eval_every = max(1, round(steps * trial_every / trial_steps))
     else:
-        eval_every = _whole(conf["eval_every"], "confirm.eval_every", 1)
-    alpha = conf.get("alpha", 0.05)
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        eval_every = _whole(conf.eval_every, "confirm.eval_every", 1)
+    alpha = conf.alpha
+    if not 0 < alpha < 1:
         raise ConfirmError(f"confirm.alpha must be a number between 0 and 1, got {alpha!r}")
-    return Settings(top_k, tuple(range(first, first + n_seeds)), steps, eval_every, float(alpha))
+    return ConfirmPlan(top_k, tuple(range(first, first + n_seeds)), steps, eval_every, alpha)
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,8 @@ class Candidate:
     params: dict[str, Any] = field(default_factory=dict)  # the trial's sampled parameters (Trial.params)
 
 
-def check_study(study: optuna.Study, cfg: Mapping[str, Any], training: Training) -> list[tuple[str, str]]:
-    """The study's ``[(objective, direction)]``, after checking it still composes with ``cfg``.
+def check_study(study: optuna.Study, settings: Settings, training: Training) -> list[tuple[str, str]]:
+    """The study's ``[(objective, direction)]``, after checking it still composes with ``settings``.
 
     The composed config must name the study's kind of training (and, for the built-in one, its task) and
     search space, the space must still parse, and the built-in task must still report every objective.
@@ -99,7 +100,7 @@ def check_study(study: optuna.Study, cfg: Mapping[str, Any], training: Training)
         raise ConfirmError(f"study {name!r} was run with trial={kind}, but this config composes trial={training.kind}; "
                            "pass the overrides the sweep ran with")
     if kind == "builtin":
-        target = str(cfg["task"]["_target_"])
+        target = settings.task.target
         if attrs.get("task") and attrs["task"] != target:
             raise ConfirmError(f"study {name!r} was run with task {attrs['task']}, but this config composes {target}; "
                                "pass the overrides the sweep ran with")
@@ -107,13 +108,13 @@ def check_study(study: optuna.Study, cfg: Mapping[str, Any], training: Training)
         if missing:
             raise ConfirmError(f"the task no longer reports objective(s) {', '.join(missing)} of study {name!r}; "
                                f"it reports {', '.join(training.metrics)}")
-    space_name = str(cfg["search_space"].get("name", ""))
+    space_name = str(settings.search_space.get("name", ""))
     if attrs.get("search_space") not in (None, space_name):
         raise ConfirmError(f"study {name!r} was run with search_space={attrs['search_space']}, not {space_name}; "
                            "pass the overrides the sweep ran with")
     if "search_space_config" in attrs:
         try:
-            SearchSpace.from_config(attrs["search_space_config"], weights=str(cfg["loss_net"]["weights"]))
+            SearchSpace.from_config(attrs["search_space_config"], weights=settings.loss_net.weights)
         except LayersearchError as err:
             raise ConfirmError(f"the search space of study {name!r} no longer composes: {err}") from None
     directions = ["minimize" if d == optuna.study.StudyDirection.MINIMIZE else "maximize" for d in study.directions]
@@ -151,7 +152,7 @@ def select_candidates(study: optuna.Study, objectives: Sequence[tuple[str, str]]
     return candidates
 
 
-def random_weights_of(candidates: Sequence[Candidate], cfg: Mapping[str, Any]) -> bool:
+def random_weights_of(candidates: Sequence[Candidate], lpips: LpipsSettings) -> bool:
     # The sweep's rule: the space's loss-network weights (recorded in every layer config) or the LPIPS backbone.
     loss_weights = [str(c.layer_config["loss_net"]["weights"]) for c in candidates]
-    return any_random(*loss_weights, str(cfg["metrics"]["lpips"]["weights"]))
+    return any_random(*loss_weights, lpips.weights)

@@ -17,7 +17,8 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..search.storage import redact, storage_lock
-from .confirm_plan import Candidate, ConfirmError, Settings
+from ..settings import TrainerSettings
+from .confirm_plan import Candidate, ConfirmError, ConfirmPlan
 
 __all__ = ["FAILED_RESULT", "KEY", "SEED", "SUFFIX", "check_budget", "claim", "enqueue_missing", "fail_abandoned",
            "failed_result", "job_of", "per_seed"]
@@ -72,9 +73,9 @@ def fail_abandoned(jobs: optuna.Study, log) -> None:
                 f"(pid {t.user_attrs['pid']}); it runs again")
 
 
-def check_budget(jobs: optuna.Study, settings: Settings, trainer: Mapping[str, Any], url: str) -> None:
+def check_budget(jobs: optuna.Study, plan: ConfirmPlan, trainer: TrainerSettings, url: str) -> None:
     """A confirmation keeps its budget: results at different steps or batch sizes must not be averaged."""
-    budget = {"steps": settings.steps, "batch_size": int(trainer["batch_size"]), "lr": float(trainer["lr"])}
+    budget = {"steps": plan.steps, "batch_size": trainer.batch_size, "lr": trainer.lr}
     recorded = jobs.user_attrs.get("budget")
     if recorded is None:
         jobs.set_user_attr("budget", budget)
@@ -84,12 +85,12 @@ def check_budget(jobs: optuna.Study, settings: Settings, trainer: Mapping[str, A
                            f"`optuna delete-study --study-name {jobs.study_name} --storage {redact(url)}`")
 
 
-def enqueue_missing(jobs: optuna.Study, candidates: Sequence[Candidate], settings: Settings) -> int:
+def enqueue_missing(jobs: optuna.Study, candidates: Sequence[Candidate], plan: ConfirmPlan) -> int:
     """Queue every (config, seed) job that has no live, finished or diverged trial; return how many."""
     settled = {job_of(t) for t in jobs.get_trials(deepcopy=False) if _settled(t)}
     queued = 0
     for c in candidates:
-        for seed in settings.seeds:
+        for seed in plan.seeds:
             if (c.key, seed) not in settled:
                 jobs.enqueue_trial({}, user_attrs={KEY: c.key, SEED: seed, "trial": c.trial, "baseline": c.baseline,
                                                    "label": c.label, "layer_config": c.layer_config,

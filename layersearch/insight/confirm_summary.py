@@ -8,13 +8,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..outputs import RANDOM_BANNER, format_metric, format_table
-from .confirm_plan import Candidate, Settings
+from .confirm_plan import Candidate, ConfirmPlan
 from .stats import rank_correlation, verdict, welch_test
 
 __all__ = ["render_markdown", "summarise", "summary_lines"]
 
 
-def summarise(study_name: str, random_weights: bool, settings: Settings, objectives: Sequence[tuple[str, str]],
+def summarise(study_name: str, random_weights: bool, plan: ConfirmPlan, objectives: Sequence[tuple[str, str]],
               candidates: Sequence[Candidate], per_seed: Mapping[str, Sequence[Mapping[str, Any]]]) -> dict[str, Any]:
     """confirm.json: per config mean and std over seeds, the long-run rank, rank agreement, verdicts.
 
@@ -51,25 +51,25 @@ def summarise(study_name: str, random_weights: bool, settings: Settings, objecti
         for metric, direction in objectives:
             ours = [float(r[metric]) for r in winner["per_seed"] if "failed" not in r]
             theirs = [float(r[metric]) for r in base["per_seed"] if "failed" not in r]
-            test = welch_test(ours, theirs, confidence=1 - settings.alpha)
+            test = welch_test(ours, theirs, confidence=1 - plan.alpha)
             comparisons.append({
                 "winner": winner["key"], "baseline": base["baseline"], "baseline_key": base["key"], "metric": metric,
                 "difference": test.difference, "better_if": "lower" if direction == "minimize" else "higher",
                 "ci_low": test.ci_low, "ci_high": test.ci_high, "p_value": test.p_value, "test": "welch_t",
-                "alpha": settings.alpha,
-                "verdict": verdict(test, direction == "minimize", settings.alpha),
+                "alpha": plan.alpha,
+                "verdict": verdict(test, direction == "minimize", plan.alpha),
             })
     return {
-        "study": study_name, "random_weights": bool(random_weights), "steps": settings.steps,
-        "seeds": list(settings.seeds), "primary": primary, "objectives": [[m, d] for m, d in objectives],
-        "eval_every": settings.eval_every,
+        "study": study_name, "random_weights": bool(random_weights), "steps": plan.steps,
+        "seeds": list(plan.seeds), "primary": primary, "objectives": [[m, d] for m, d in objectives],
+        "eval_every": plan.eval_every,
         "configs": configs,
         "rank_correlation": {"spearman": correlation.spearman, "kendall": correlation.kendall, "n": correlation.n},
         "winner": winner["key"] if winner else None,
         "short_run_winner": short_best["key"] if short_best else None,
         "comparisons": comparisons,
         "test_description": f"Welch's two-sided t-test over seeds (scipy.stats.ttest_ind, equal_var=False) at alpha "
-                f"{settings.alpha:g}, {100 * (1 - settings.alpha):g}% confidence interval of winner minus baseline",
+                f"{plan.alpha:g}, {100 * (1 - plan.alpha):g}% confidence interval of winner minus baseline",
     }
 
 

@@ -33,6 +33,7 @@ from ..lossnet.loss import gram_matrix, total_variation
 from ..lossnet.weights import any_random, weights_label
 from ..outputs import RANDOM_BANNER, atomic_write_json, save_grid, timestamped_dir
 from ..search.storage import StudyError, load_study
+from ..settings import InspectSettings, Settings
 from ..trial.data import center_crop
 from ..trial.metrics import LPIPSMetric, psnr_y
 from ..trial.tasks import load_style_image
@@ -68,23 +69,21 @@ def study_candidates(space_config: Mapping[str, Any], arch: str) -> list[str]:
     return sorted(dict.fromkeys(names), key=lambda n: order.get(n, 10_000))
 
 
-def _choose_layers(cfg: Mapping[str, Any]) -> tuple[str, list[str], str | None, list[str]]:
+def _choose_layers(settings: Settings) -> tuple[str, list[str], str | None, list[str]]:
     """(arch, layers, the study's name when one was found, notes) from ``inspect.layers``, the study or the space."""
     notes: list[str] = []
     study_name = None
-    space = cfg["search_space"]
+    space = settings.search_space
     try:
-        study, _ = load_study(cfg["study"], cfg["paths"]["studies_dir"])
+        study, _ = load_study(settings.study, settings.paths.studies_dir)
         space = study.user_attrs.get("search_space_config") or space
         study_name = study.study_name
     except StudyError:
-        notes.append(f"no study named {cfg['study']['name']!r}: layers from search_space={space.get('name')}")
-    loss_arch = str(cfg["loss_net"]["arch"])
+        notes.append(f"no study named {settings.study.name!r}: layers from search_space={space.get('name')}")
+    loss_arch = settings.loss_net.arch
     archs = space.get("arch") or loss_arch
     archs = [archs] if isinstance(archs, str) else [str(a) for a in archs]
-    chosen = cfg["inspect"].get("layers")
-    if isinstance(chosen, str):
-        chosen = [chosen]
+    chosen = list(settings.inspect.layers or [])
     if chosen:
         # Named layers: loss_net's network when they are its layers (loss_net=resnet50 inspect.layers=[layer1]),
         # else the space's network that has them; neither: loss_net's, whose error lists its valid names.
@@ -105,11 +104,8 @@ def _choose_layers(cfg: Mapping[str, Any]) -> tuple[str, list[str], str | None, 
     return arch, sorted(dict.fromkeys(layers), key=order.__getitem__), study_name, notes
 
 
-def _number(section: Mapping[str, Any], key: str, cast, low: float) -> Any:
-    try:
-        value = cast(section[key])
-    except (TypeError, ValueError):
-        raise ConfigValueError(f"inspect.{key} must be a number, got {section[key]!r}") from None
+def _number(section: InspectSettings, key: str, low: float) -> Any:
+    value = getattr(section, key)  # its type is checked when the settings are parsed
     if value < low:
         raise ConfigValueError(f"inspect.{key} must be >= {low}, got {value}")
     return value
@@ -171,7 +167,7 @@ def _column_title(arch: str, name: str) -> str:
     return f"{name}\n{info.channels} ch, stride {info.stride}\nRF {info.receptive_field}px"
 
 
-def inspect_layers(cfg: Mapping[str, Any]) -> InspectResult:
+def inspect_layers(settings: Settings) -> InspectResult:
     """Feature and style reconstructions for every chosen layer -> ``inspect.png`` and ``inspect.json``.
 
     Written to ``out_dir`` (default ``<paths.outputs_dir>/inspect/<time>``) through a staging folder; when
@@ -183,26 +179,26 @@ def inspect_layers(cfg: Mapping[str, Any]) -> InspectResult:
             numbers, an existing non-empty out_dir; nothing is written.
     """
     started = time.perf_counter()
-    section = cfg["inspect"]
-    size = _number(section, "size", int, 1)
-    steps = _number(section, "steps", int, 1)
-    tv_weight = _number(section, "tv_weight", float, 0.0)
-    seed = int(section.get("seed", 0))
-    arch, layers, study_name, notes = _choose_layers(cfg)
+    section = settings.inspect
+    size = _number(section, "size", 1)
+    steps = _number(section, "steps", 1)
+    tv_weight = _number(section, "tv_weight", 0.0)
+    seed = section.seed
+    arch, layers, study_name, notes = _choose_layers(settings)
     deepest = layer_info(arch, layers[-1])
     if size < deepest.stride:
         raise InspectError(f"inspect.size={size} is below the stride {deepest.stride} of {deepest.name}: its "
                            f"features would have no pixel; use inspect.size >= {deepest.stride}")
-    target = load_target(str(section["image"]), size)
-    out = Path(cfg.get("out_dir") or timestamped_dir(cfg["paths"]["outputs_dir"], "inspect"))
+    target = load_target(section.image, size)
+    out = Path(settings.out_dir or timestamped_dir(settings.paths.outputs_dir, "inspect"))
     if out.exists() and any(out.iterdir()):
         raise OutputExistsError(f"out_dir {out} already holds files; choose another (nothing was overwritten)")
 
-    weights = str(cfg["loss_net"]["weights"])
-    lpips_cfg = cfg["metrics"]["lpips"]
-    random_weights = any_random(weights, lpips_cfg["weights"])
-    extractor = FeatureExtractor(arch, layers, weights, seed=int(cfg.get("seed", 0)))
-    lpips = LPIPSMetric(lpips_cfg["net"], lpips_cfg["weights"])
+    weights = settings.loss_net.weights
+    lpips_settings = settings.metrics.lpips
+    random_weights = any_random(weights, lpips_settings.weights)
+    extractor = FeatureExtractor(arch, layers, weights, seed=settings.seed)
+    lpips = LPIPSMetric(lpips_settings.net, lpips_settings.weights)
     rows, feature_images, style_images = [], [], []
     for k, name in enumerate(layers):
         info = layer_info(arch, name)
@@ -216,15 +212,15 @@ def inspect_layers(cfg: Mapping[str, Any]) -> InspectResult:
                          "lpips": float(lpips(image, target)[0]), "final_loss": match}
         rows.append(row)
 
-    caption = (f"{arch} ({weights_label(weights)} weights), {section['image']} at {size}px, L-BFGS {steps} evals, "
+    caption = (f"{arch} ({weights_label(weights)} weights), {section.image} at {size}px, L-BFGS {steps} evals, "
                f"TV {tv_weight:g}; rows: target, feature reconstruction of the layer, style (Gram) reconstruction "
                "of the layers up to it")
     if random_weights:
         caption = f"{RANDOM_BANNER}\n{caption}"
     data = {
-        "image": str(section["image"]), "size": size, "steps": steps, "optimizer": "lbfgs (strong Wolfe)",
+        "image": section.image, "size": size, "steps": steps, "optimizer": "lbfgs (strong Wolfe)",
         "tv_weight": tv_weight, "seed": seed, "arch": arch, "study": study_name,
-        "weights": {"loss_net": weights_label(weights), "lpips": f"{lpips_cfg['net']}/{weights_label(lpips_cfg['weights'])}"},
+        "weights": {"loss_net": weights_label(weights), "lpips": f"{lpips_settings.net}/{weights_label(lpips_settings.weights)}"},
         "random_weights": random_weights, "written": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(time.perf_counter() - started, 1), "layers": rows,
     }
@@ -241,7 +237,7 @@ def inspect_layers(cfg: Mapping[str, Any]) -> InspectResult:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     if study_name is not None:
-        keep = inspect_dir(cfg["paths"]["studies_dir"], study_name)
+        keep = inspect_dir(settings.paths.studies_dir, study_name)
         copy = staging_dir(keep)
         for file in ("inspect.png", "inspect.json"):
             shutil.copyfile(out / file, copy / file)
@@ -249,7 +245,7 @@ def inspect_layers(cfg: Mapping[str, Any]) -> InspectResult:
         notes.append(f"copied to {keep} for `layersearch report study.name={study_name}`")
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            run = log_folder(str(cfg["tracking"]["uri"]), study_name, out, "inspect", run_name="inspect",
+            run = log_folder(settings.tracking.uri, study_name, out, "inspect", run_name="inspect",
                              summary=False, random_weights=random_weights)
         notes += [f"warning: {w.message}" for w in caught if "MLflow" in str(w.message)]
         if run:

@@ -21,6 +21,7 @@ from ..search.noise import ALPHA as NOISE_ALPHA
 from ..search.noise import NO_ESTIMATE, describe, threshold
 from ..search.storage import load_study, redact
 from ..search.tracking import ui_url
+from ..settings import ReportSettings, Settings
 from . import figures
 from .analysis import (
     IMPORTANCE_METHOD,
@@ -83,11 +84,11 @@ def _config_label(layer_config: Mapping[str, Any]) -> str:
 class _Report:
     """Collects blocks and figures for one study; each ``section_*`` method adds one section."""
 
-    def __init__(self, summary: StudySummary, cfg: Mapping[str, Any], folder: Path, runs: StudyRuns):
-        self.s, self.cfg, self.folder, self.runs = summary, cfg, folder, runs
+    def __init__(self, summary: StudySummary, settings: ReportSettings, studies_dir: str, folder: Path,
+                 runs: StudyRuns):
+        self.s, self.settings, self.studies_dir, self.folder, self.runs = summary, settings, studies_dir, folder, runs
         self.blocks: list = []
         self.files: list[str] = []
-        self.report_cfg = cfg.get("report") or {}
 
     def figure(self, name: str, draw, *args) -> None:
         draw(self.folder / name, *args)
@@ -163,7 +164,7 @@ class _Report:
                  for t, d in diffs]))
         elif not s.baselines:
             self.note("no literature baseline completed in this study, so nothing to compare with")
-        confirm = confirm_path(self.cfg["paths"]["studies_dir"], s.name)
+        confirm = confirm_path(self.studies_dir, s.name)
         if confirm.exists():
             self.confirmed(json.loads(confirm.read_text()))
         else:
@@ -239,7 +240,7 @@ class _Report:
 
     def section_importance(self) -> None:
         self.blocks.append(Heading("Importance"))
-        scores = importances(self.s, int(self.report_cfg.get("seed", 0)))
+        scores = importances(self.s, self.settings.seed)
         if isinstance(scores, str):
             self.note(scores)
             return
@@ -256,8 +257,8 @@ class _Report:
 
     def section_top(self) -> None:
         s = self.s
-        n = int(self.report_cfg.get("top", 10))
-        port = int(self.report_cfg.get("port") or 5000)  # null: the ui default
+        n = self.settings.top
+        port = self.settings.port or 5000  # null: the ui default
         self.blocks.append(Heading("Top trials"))
         rows = []
         for rank, t in enumerate(top_trials(s, n), start=1):
@@ -291,7 +292,7 @@ class _Report:
             self.note("content_lpips vs style_distance needs both as objectives and two complete trials")
 
     def section_inspect(self) -> None:
-        folder = inspect_dir(self.cfg["paths"]["studies_dir"], self.s.name)
+        folder = inspect_dir(self.studies_dir, self.s.name)
         self.blocks.append(Heading("What each layer keeps (layersearch inspect)"))
         if not (folder / "inspect.json").exists() or not (folder / "inspect.png").exists():
             self.note(f"no inspection yet: `layersearch inspect study.name={self.s.name}` shows what each candidate "
@@ -311,9 +312,8 @@ class _Report:
              for r in data.get("layers", [])]))
 
 
-def step_share(report_cfg: Mapping[str, Any]) -> float:
+def step_share(value: float) -> float:
     """``report.step_share``, checked: a share of trials in (0, 1]."""
-    value = report_cfg.get("step_share", 1.0)
     try:
         share = float(value)
     except (TypeError, ValueError):
@@ -323,16 +323,16 @@ def step_share(report_cfg: Mapping[str, Any]) -> float:
     return share
 
 
-def write_report(summary: StudySummary, cfg: Mapping[str, Any], out_dir: Path, runs: StudyRuns) -> list[str]:
+def write_report(summary: StudySummary, settings: ReportSettings, studies_dir: str, out_dir: Path,
+                 runs: StudyRuns) -> list[str]:
     """Render every section of ``summary`` into ``out_dir`` (which must exist); returns the files written."""
-    report = _Report(summary, cfg, out_dir, runs)
-    report_cfg = cfg.get("report") or {}
+    report = _Report(summary, settings, studies_dir, out_dir, runs)
     front = pareto_front(summary)
     report.section_header()
     report.section_answer(front)
     report.section_pareto()
     report.section_history()
-    report.section_layers(layer_effects(summary), step_effects(summary, step_share(report_cfg)),
+    report.section_layers(layer_effects(summary), step_effects(summary, step_share(settings.step_share)),
                           network_effects(summary))
     report.section_importance()
     report.section_top()
@@ -343,29 +343,29 @@ def write_report(summary: StudySummary, cfg: Mapping[str, Any], out_dir: Path, r
     return ["index.html", "report.md", *report.files]
 
 
-def build_report(cfg: Mapping[str, Any]) -> ReportResult:
-    """Write the report of ``cfg['study']['name']`` and log it to MLflow; the function `layersearch report` calls.
+def build_report(settings: Settings) -> ReportResult:
+    """Write the report of ``study.name`` and log it to MLflow; the function `layersearch report` calls.
 
     Raises:
         StudyError: no such study, or it has no complete trial (nothing is written).
     """
     started = time.perf_counter()
-    step_share(cfg.get("report") or {})  # bad input fails before anything is read or written
-    studies_dir = cfg["paths"]["studies_dir"]
-    study, url = load_study(cfg["study"], studies_dir)
+    step_share(settings.report.step_share)  # bad input fails before anything is read or written
+    studies_dir = settings.paths.studies_dir
+    study, url = load_study(settings.study, studies_dir)
     summary = summarize_study(study)
-    uri = str(cfg["tracking"]["uri"])
+    uri = settings.tracking.uri
     runs = trial_runs(uri, summary.name)
     out = report_dir(studies_dir, summary.name)
     staging = staging_dir(out)
     try:
-        files = write_report(summary, cfg, staging, runs)
+        files = write_report(summary, settings.report, studies_dir, staging, runs)
         replace_dir(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     result = ReportResult(out, files, time.perf_counter() - started, summary.random_weights)
-    if (cfg.get("report") or {}).get("log_mlflow", True) and runs.experiment_id is not None:
+    if settings.report.log_mlflow and runs.experiment_id is not None:
         result.mlflow_run = log_folder(uri, summary.name, out, "report", run_name="report", summary=True,
                                        random_weights=summary.random_weights)
     elif runs.experiment_id is None:

@@ -38,7 +38,8 @@ def make_sampler(name: str, space: SearchSpace, n_objectives: int, seed: int, n_
     raise StudyError(f"unknown study.sampler {name!r}; choose one of: {', '.join(SAMPLERS)}")
 
 
-def make_pruner(name: str, n_objectives: int, n_startup: int, n_warmup: int, trainer: Mapping[str, Any]):
+def make_pruner(name: str, n_objectives: int, n_startup: int, n_warmup: int, steps: int, eval_every: int | None):
+    """The pruner ``study.pruner`` names; hyperband's resources are the trial's ``steps`` and ``eval_every``."""
     if name not in PRUNERS:
         raise StudyError(f"unknown study.pruner {name!r}; choose one of: {', '.join(PRUNERS)}")
     if name == "none":
@@ -55,8 +56,7 @@ def make_pruner(name: str, n_objectives: int, n_startup: int, n_warmup: int, tra
             return optuna.pruners.MedianPruner(n_startup_trials=n_startup, n_warmup_steps=n_warmup)
         except ValueError as err:  # Optuna's own argument checks
             raise StudyError(f"study.pruner=median: {err}") from None
-    steps, every = int(trainer["steps"]), int(trainer.get("eval_every") or trainer["steps"])
-    return optuna.pruners.HyperbandPruner(min_resource=every, max_resource=steps)
+    return optuna.pruners.HyperbandPruner(min_resource=eval_every or steps, max_resource=steps)
 
 
 @dataclass

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
 from pathlib import Path
 from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
+from ..settings import StudySettings
 from .storage import open_study_storage, redact
 from .tracking import TrackingError, check_port
 
@@ -41,21 +41,21 @@ class _QuietHandler(WSGIRequestHandler):
             super().log_message(format, *args)
 
 
-def serve_dashboard(study_cfg: Mapping[str, Any], studies_dir: str | Path, port: int | None = None,
+def serve_dashboard(study: StudySettings, studies_dir: str | Path, port: int | None = None,
                     open_for_seconds: float | None = None) -> int:
-    """Serve optuna-dashboard for the study ``study_cfg['name']`` until Ctrl-C (or ``open_for_seconds``).
+    """Serve optuna-dashboard for the study ``study.name`` until Ctrl-C (or ``open_for_seconds``).
 
     Returns:
         The exit status, 0.
 
     Raises:
-        StudyError: no such study (or no storage) where ``study_cfg`` says; one line, password removed.
+        StudyError: no such study (or no storage) where ``study`` says; one line, password removed.
         TrackingError: the port is out of range or taken.
     """
     from optuna_dashboard import wsgi
 
     host, port = "127.0.0.1", check_port(DEFAULT_PORT if port is None else port)
-    storage, url, name = open_study_storage(study_cfg, studies_dir)
+    storage, url, name = open_study_storage(study, studies_dir)
     study_id = storage.get_study_id_from_name(name)
     try:
         server = make_server(host, port, wsgi(storage), server_class=_Server, handler_class=_QuietHandler)

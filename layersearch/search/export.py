@@ -19,6 +19,7 @@ from ..lossnet.layers import is_vgg
 from ..lossnet.loss import LossConfig
 from ..lossnet.weights import any_random
 from ..outputs import RANDOM_BANNER, atomic_write_text
+from ..settings import Settings
 from .ranking import first_runs, front
 from .storage import StudyError, load_study, redact
 
@@ -114,32 +115,32 @@ def _render(config: dict[str, Any], fmt: str) -> str:
         config, sort_keys=False)
 
 
-def export_study(cfg: Mapping[str, Any], chosen: dict[str, Any] | None = None) -> list[Path]:
+def export_study(settings: Settings, chosen: dict[str, Any] | None = None) -> list[Path]:
     """Write the best trial's layer config (or the Pareto front) of ``study.name``; return the files written.
 
     Args:
         chosen: a layer config with provenance picked elsewhere (``export.source=confirm``: the winner of
             `layersearch confirm`), written instead of the study's best trial.
     """
-    export_cfg, study_cfg = cfg["export"], cfg["study"]
-    fmt = str(export_cfg.get("format", "yaml"))
+    export = settings.export
+    fmt = export.format
     if fmt not in FORMATS:
         raise StudyError(f"unknown export.format {fmt!r}; choose one of: {', '.join(FORMATS)}")
-    source = str(export_cfg.get("source") or "study")
+    source = export.source
     if source not in SOURCES:
         raise StudyError(f"unknown export.source {source!r}; choose one of: {', '.join(SOURCES)}")
     if (source == "confirm") != (chosen is not None):
         raise ValueError("export.source=confirm goes through layersearch.insight.confirm.export_confirmed")
-    if chosen is not None and export_cfg.get("pareto"):
+    if chosen is not None and export.pareto:
         raise ExportError("export.pareto=true writes the study's Pareto front; export.source=confirm writes one "
                           "config, the confirmation's winner")
-    studies_dir = cfg["paths"]["studies_dir"]
-    study, url = load_study(study_cfg, studies_dir)
+    studies_dir = settings.paths.studies_dir
+    study, url = load_study(settings.study, studies_dir)
     objectives = list(study.user_attrs.get("objectives") or [f"objective_{i}" for i in range(len(study.directions))])
     complete = [t for t in first_runs(study) if t.state == TrialState.COMPLETE and "layer_config" in t.user_attrs]
     if not complete:
         raise StudyError(f"study {study.study_name!r} has no complete trial yet; run more trials first")
-    metric = export_cfg.get("metric") or objectives[0]
+    metric = export.metric or objectives[0]
     if metric not in objectives:
         raise StudyError(f"export.metric={metric!r} is not an objective of study {study.study_name!r}: "
                          f"choose from {', '.join(objectives)}")
@@ -148,10 +149,10 @@ def export_study(cfg: Mapping[str, Any], chosen: dict[str, Any] | None = None) -
     suffix = {"yaml": "yaml", "json": "json", "basicsr": "basicsr.yml"}[fmt]
     root = Path(studies_dir) / study.study_name
 
-    if export_cfg.get("pareto"):
+    if export.pareto:
         directions = ["minimize" if d == optuna.study.StudyDirection.MINIMIZE else "maximize" for d in study.directions]
         best = sorted(front(complete, directions), key=lambda t: t.values[index], reverse=not minimise)
-        out_dir = Path(export_cfg.get("out") or root / "pareto")
+        out_dir = Path(export.out or root / "pareto")
         rendered = {out_dir / f"trial_{t.number}.{suffix}": _render(provenance_config(study, t, objectives, url), fmt)
                     for t in best}
         table = io.StringIO()
@@ -163,7 +164,7 @@ def export_study(cfg: Mapping[str, Any], chosen: dict[str, Any] | None = None) -
         rendered[out_dir / "pareto.csv"] = table.getvalue()
     else:
         best = sorted(complete, key=lambda t: t.values[index], reverse=not minimise)[0]
-        out = Path(export_cfg.get("out") or root / f"best.{suffix}")
+        out = Path(export.out or root / f"best.{suffix}")
         rendered = {out: _render(chosen or provenance_config(study, best, objectives, url), fmt)}
     # Everything is rendered (and a basicsr misfit raised) before the first file is written.
     return [atomic_write_text(path, text) for path, text in rendered.items()]

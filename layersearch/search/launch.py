@@ -10,18 +10,19 @@ tracking URLs from the environment that sbatch exports.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..settings import Settings, StudySettings, parse_settings, settings_to_dict
 from ..trial.tasks import TRIALS_PER_DEVICE_ENV
 from ..trial.train import resolve_device
 from .loop import Interrupted, run_worker
@@ -31,18 +32,18 @@ from .study import prepare_study, summarize
 __all__ = ["gpu_plan", "n_workers", "run_launched", "wants_launcher", "worker_main"]
 
 WORKER_COMMAND = [sys.executable, "-m", "layersearch.search.launch"]
-CONFIG_ENV = "LAYERSEARCH_WORKER_CONFIG"  # a worker's whole config, as JSON (never written to disk)
+CONFIG_ENV = "LAYERSEARCH_WORKER_CONFIG"  # a worker's settings, as JSON (never written to disk)
 STORAGE_ENV = "LAYERSEARCH_STUDY_STORAGE"  # a SLURM job's real storage URL (its pickled config is redacted)
 TRACKING_ENV = "LAYERSEARCH_TRACKING_URI"
 
 
-def _visible_gpus(cfg: Mapping[str, Any]) -> list[str]:
+def _visible_gpus(settings: Settings) -> list[str]:
     """The GPUs this host's workers may use (CUDA_VISIBLE_DEVICES order), none on CPU runs.
 
     ``trainer.device=cuda:<i>`` means the i-th of them alone (checked here: one line if there is none), so
     that every worker runs on the GPU the user named; each worker then sees it as its only GPU, cuda:0.
     """
-    device = str(cfg["trainer"].get("device", "auto"))
+    device = settings.trainer.device
     if device == "cpu":
         return []
     import torch
@@ -56,10 +57,9 @@ def _visible_gpus(cfg: Mapping[str, Any]) -> list[str]:
     return ids
 
 
-def n_workers(cfg: Mapping[str, Any], gpus: list[str]) -> int:
+def n_workers(study: StudySettings, gpus: list[str]) -> int:
     """``study.workers`` when above 1, else ``study.trials_per_device`` x the visible GPUs (x 1 on CPU)."""
-    workers = int(cfg["study"].get("workers") or 1)
-    per_device = int(cfg["study"].get("trials_per_device") or 1)
+    workers, per_device = study.workers, study.trials_per_device
     if workers < 1 or per_device < 1:
         raise StudyError(f"study.workers and study.trials_per_device must be >= 1, got {workers} and {per_device}")
     return workers if workers > 1 else per_device * max(1, len(gpus))
@@ -72,45 +72,50 @@ def gpu_plan(n: int, per_device: int, gpus: list[str]) -> list[str | None]:
     return [gpus[(i // per_device) % len(gpus)] for i in range(n)]
 
 
-def wants_launcher(cfg: Mapping[str, Any]) -> bool:
+def wants_launcher(settings: Settings) -> bool:
     """True when this process should start workers rather than run trials itself."""
     if os.environ.get(CONFIG_ENV) is not None:
         return False  # we are a worker
-    launcher = (cfg.get("launcher") or {}).get("name", "local")
-    return launcher == "slurm" or int(cfg["study"].get("workers") or 1) > 1 or int(
-        cfg["study"].get("trials_per_device") or 1) > 1
+    study = settings.study
+    return settings.launcher.name == "slurm" or study.workers > 1 or study.trials_per_device > 1
 
 
-def run_launched(cfg: Mapping[str, Any]):
-    """Prepare the study, start its workers (local processes or a SLURM array), wait, sum up."""
-    fn = (cfg.get("trial") or {}).get("fn")
-    if callable(fn):  # layersearch.sweep(train, ...): workers import the function by its name
+def _with_study(settings: Settings, **changes: Any) -> Settings:
+    return dataclasses.replace(settings, study=dataclasses.replace(settings.study, **changes))
+
+
+def run_launched(settings: Settings, fn=None):
+    """Prepare the study, start its workers (local processes or a SLURM array), wait, sum up.
+
+    Args:
+        fn: the training function of ``layersearch.sweep(train, ...)``: workers import it by its name.
+    """
+    if fn is not None:
         from ..trial.python import function_spec
 
-        cfg = {**cfg, "trial": {**cfg["trial"], "fn": function_spec(fn)}}
-    cfg = json.loads(json.dumps(cfg))  # a private copy we may edit
-    launcher = (cfg.get("launcher") or {}).get("name", "local")
-    gpus = [] if launcher == "slurm" else _visible_gpus(cfg)
-    n = int(cfg["launcher"].get("array_size") or 1) if launcher == "slurm" else n_workers(cfg, gpus)
-    url = storage_url(cfg["study"], cfg["paths"]["studies_dir"]) if n > 1 or launcher == "slurm" else None
+        settings = dataclasses.replace(settings, trial=dataclasses.replace(settings.trial, fn=function_spec(fn)))
+    launcher = settings.launcher.name
+    gpus = [] if launcher == "slurm" else _visible_gpus(settings)
+    n = (settings.launcher.array_size or 1) if launcher == "slurm" else n_workers(settings.study, gpus)
+    url = storage_url(settings.study, settings.paths.studies_dir) if n > 1 or launcher == "slurm" else None
     if sqlite_path(url or "") is not None:
         raise StudyError(
-            f"study {cfg['study']['name']} is a SQLite file ({sqlite_path(url)}), which is not safe for "
+            f"study {settings.study.name} is a SQLite file ({sqlite_path(url)}), which is not safe for "
             f"{n} concurrent workers{' on other machines' if launcher == 'slurm' else ''}: use a new study.name "
             "(its default storage is then a journal file) or study.storage=postgresql://..."
         )
-    if launcher == "slurm" and journal_path(url or "") is not None and not cfg["study"].get("storage"):
+    if launcher == "slurm" and journal_path(url or "") is not None and not settings.study.storage:
         tqdm.write(f"note: the study is the journal file {journal_path(url)}; SLURM jobs on other machines "
                    "need it on a shared file system (or use study.storage=postgresql://...)")
-    cfg["study"]["storage"] = url
+    settings = _with_study(settings, storage=url)
     # SLURM jobs prepare their own training where the data and GPUs are; local workers are checked here first.
-    prep = prepare_study(cfg, prepare_training=launcher != "slurm")
-    per_device = int(cfg["study"].get("trials_per_device") or 1)
-    cfg["study"]["workers"] = cfg["study"]["trials_per_device"] = 1
+    prep = prepare_study(settings, prepare_training=launcher != "slurm")
+    per_device = settings.study.trials_per_device
+    settings = _with_study(settings, workers=1, trials_per_device=1)
     if launcher == "slurm":
-        codes = _run_slurm(cfg, n)
+        codes = _run_slurm(settings, n)
     else:
-        codes = _run_local(cfg, n, gpu_plan(n, per_device, gpus))
+        codes = _run_local(settings, n, gpu_plan(n, per_device, gpus))
     result = summarize(prep)
     done = result.counts["complete"] + result.counts["pruned"]
     bad = {i: c for i, c in codes.items() if c != 0}
@@ -125,8 +130,8 @@ def run_launched(cfg: Mapping[str, Any]):
     return result
 
 
-def _log_dir(cfg: Mapping[str, Any]) -> Path:
-    return Path(cfg["paths"]["studies_dir"]) / str(cfg["study"]["name"]) / "logs"
+def _log_dir(settings: Settings) -> Path:
+    return Path(settings.paths.studies_dir) / settings.study.name / "logs"
 
 
 def _cores() -> int:
@@ -137,27 +142,27 @@ def _cores() -> int:
         return os.cpu_count() or 1
 
 
-def _run_local(cfg: dict, n: int, plan: list[str | None]) -> dict[int, int]:
+def _run_local(settings: Settings, n: int, plan: list[str | None]) -> dict[int, int]:
     """N worker processes on this host; their output goes, passwords removed, to the console and a log."""
-    secrets = [str(cfg["study"]["storage"]), str(cfg["tracking"]["uri"])]
-    logs = _log_dir(cfg)
+    secrets = [str(settings.study.storage), settings.tracking.uri]
+    logs = _log_dir(settings)
     logs.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen] = []
     for i in range(n):
         # Each worker its own sampler seed: with one seed, workers draw the same samples from the same history.
-        worker_cfg = {**cfg, "worker": i, "study": {**cfg["study"], "seed": int(cfg["study"].get("seed") or 0) + i}}
+        worker = _with_study(settings, seed=settings.study.seed + i)
         env = {**os.environ, "TQDM_DISABLE": "1", "PYTHONUNBUFFERED": "1"}
         if plan[i] is not None:
             # The worker sees its GPU alone, as cuda:0 (trainer.device=cuda:<i> chose it in _visible_gpus).
             env["CUDA_VISIBLE_DEVICES"] = plan[i]
             env[TRIALS_PER_DEVICE_ENV] = str(plan.count(plan[i]))  # data.on_device=auto's budget is shared
-            if str(cfg["trainer"].get("device", "auto")).startswith("cuda"):
-                worker_cfg["trainer"] = {**cfg["trainer"], "device": "cuda"}
+            if settings.trainer.device.startswith("cuda"):
+                worker = dataclasses.replace(worker, trainer=dataclasses.replace(worker.trainer, device="cuda"))
         if "OMP_NUM_THREADS" not in os.environ:
             # Workers share the cores instead of each starting one thread per core: GPU workers too, whose
             # scoring (SSIM, PSNR on the host) and data work run on the CPU.
             env["OMP_NUM_THREADS"] = str(max(1, _cores() // n))
-        env[CONFIG_ENV] = json.dumps(worker_cfg)
+        env[CONFIG_ENV] = json.dumps(settings_to_dict(worker))
         procs.append(subprocess.Popen(WORKER_COMMAND, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     gpu = "" if plan[0] is None else f" on GPUs {', '.join(dict.fromkeys(p for p in plan if p))}"
@@ -198,41 +203,44 @@ def _run_local(cfg: dict, n: int, plan: list[str | None]) -> dict[int, int]:
     return codes
 
 
-def _slurm_job(cfg: dict) -> int:
-    """One SLURM array task: the sweep loop with the real URLs from the exported environment."""
-    cfg = json.loads(json.dumps(cfg))
-    cfg["study"]["storage"] = os.environ.get(STORAGE_ENV, cfg["study"]["storage"])
-    cfg["tracking"]["uri"] = os.environ.get(TRACKING_ENV, cfg["tracking"]["uri"])
+def _slurm_job(data: dict) -> int:
+    """One SLURM array task: the sweep loop with the real URLs from the exported environment.
+
+    ``data`` is the task's settings as `settings_to_dict` wrote them (what submitit pickles), URLs redacted.
+    """
+    settings = parse_settings(data)
+    settings = _with_study(settings, storage=os.environ.get(STORAGE_ENV, settings.study.storage))
+    settings = dataclasses.replace(settings, tracking=dataclasses.replace(
+        settings.tracking, uri=os.environ.get(TRACKING_ENV, settings.tracking.uri)))
     os.environ[CONFIG_ENV] = "slurm"
-    return run_worker(cfg).ran_trials
+    return run_worker(settings).ran_trials
 
 
-def _run_slurm(cfg: dict, n: int) -> dict[int, int]:
+def _run_slurm(settings: Settings, n: int) -> dict[int, int]:
     """Submit ``n`` workers as one job array with submitit; wait for them when ``launcher.wait``."""
     try:
         import submitit
     except ImportError:
         raise StudyError("launcher=slurm needs submitit: pip install 'layersearch[slurm]'") from None
-    launcher = cfg["launcher"]
-    folder = Path(launcher.get("folder") or _log_dir(cfg).parent / "slurm")
-    executor = submitit.AutoExecutor(folder=str(folder), cluster=launcher.get("cluster"))
+    launcher = settings.launcher
+    folder = Path(launcher.folder or _log_dir(settings).parent / "slurm")
+    executor = submitit.AutoExecutor(folder=str(folder), cluster=launcher.cluster)
     executor.update_parameters(
-        name=f"layersearch-{cfg['study']['name']}",
-        timeout_min=int(launcher.get("time_min") or 60),
-        slurm_partition=launcher.get("partition"),
-        gpus_per_node=int(launcher.get("gpus_per_job") or 0),
+        name=f"layersearch-{settings.study.name}",
+        timeout_min=launcher.time_min,
+        slurm_partition=launcher.partition,
+        gpus_per_node=launcher.gpus_per_job,
         slurm_array_parallelism=n,
     )
     # The pickled job holds redacted URLs only; the real ones travel in the environment sbatch exports.
-    os.environ[STORAGE_ENV] = str(cfg["study"]["storage"])
-    os.environ[TRACKING_ENV] = str(cfg["tracking"]["uri"])
-    safe = json.loads(json.dumps(cfg))
-    safe["study"]["storage"] = redact(safe["study"]["storage"])
-    safe["tracking"]["uri"] = redact(safe["tracking"]["uri"])
-    jobs = executor.map_array(_slurm_job, [
-        {**safe, "study": {**safe["study"], "seed": int(safe["study"].get("seed") or 0) + i}} for i in range(n)])
+    os.environ[STORAGE_ENV] = str(settings.study.storage)
+    os.environ[TRACKING_ENV] = settings.tracking.uri
+    safe = _with_study(settings, storage=redact(settings.study.storage))
+    safe = dataclasses.replace(safe, tracking=dataclasses.replace(safe.tracking, uri=redact(safe.tracking.uri)))
+    jobs = executor.map_array(_slurm_job, [settings_to_dict(_with_study(safe, seed=safe.study.seed + i))
+                                           for i in range(n)])
     tqdm.write(f"submitted {n} SLURM jobs: {', '.join(j.job_id for j in jobs)} (logs in {folder})")
-    if not launcher.get("wait", True):
+    if not launcher.wait:
         return {}
     codes = {}
     for i, job in enumerate(jobs):
@@ -256,9 +264,8 @@ def worker_main() -> int:
     from ..errors import LayersearchError
 
     warnings.simplefilter("ignore")  # the parent already showed the warnings of this config
-    cfg = json.loads(os.environ[CONFIG_ENV])
     try:
-        run_worker(cfg)
+        run_worker(parse_settings(json.loads(os.environ[CONFIG_ENV])))
         return 0
     except KeyboardInterrupt as err:
         print("layersearch sweep: interrupted", file=sys.stderr)

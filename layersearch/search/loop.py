@@ -10,15 +10,15 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from typing import Any
+from collections.abc import Iterator
 
 from tqdm.auto import tqdm
 
+from ..settings import Settings
 from .algorithms import MultiObjectiveMedian
 from .runner import SweepContext, run_trial
-from .storage import HEARTBEAT_S, StudyError, redact
-from .study import Prepared, fail_dead, prepare_study, reserve_trial, warmup_steps
+from .storage import StudyError, redact
+from .study import Prepared, fail_dead, prepare_study, reserve_trial
 from .summary import SweepResult, best_rows, best_summary, counts, last_fail_reason, log_summary, noise_lines
 
 __all__ = ["MAX_FAILED_IN_A_ROW", "MAX_INFEASIBLE_IN_A_ROW", "Interrupted", "run_worker", "stop_on_signals"]
@@ -52,30 +52,33 @@ def stop_on_signals() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def run_worker(cfg: Mapping[str, Any]) -> SweepResult:
-    """Prepare (or join) the study and run trials until it has ``study.n_trials``; Ctrl-C/SIGTERM interrupt."""
+def run_worker(settings: Settings, fn=None) -> SweepResult:
+    """Prepare (or join) the study and run trials until it has ``study.n_trials``; Ctrl-C/SIGTERM interrupt.
+
+    Args:
+        fn: the training function of ``layersearch.sweep(train, ...)``, when given as one.
+    """
     log = tqdm.write
     with stop_on_signals():
-        prep = prepare_study(cfg, log)
-        return _loop(cfg, prep, log)
+        prep = prepare_study(settings, log, fn=fn)
+        return _loop(prep, log)
 
 
-def _context(cfg: Mapping[str, Any], prep: Prepared, log) -> SweepContext:
-    training = prep.training
+def _context(prep: Prepared, log) -> SweepContext:
+    training, settings = prep.training, prep.settings
     multi_pruner = None
-    if len(prep.objectives) > 1 and cfg["study"]["pruner"] == "median":
+    if len(prep.objectives) > 1 and settings.study.pruner == "median":
         multi_pruner = MultiObjectiveMedian(prep.study, prep.objectives[0][0], prep.objectives[0][1],
-                                            int(cfg["study"].get("n_startup_trials", 4)),
-                                            warmup_steps(cfg["study"], cfg["trainer"]))
+                                            settings.study.n_startup_trials, prep.n_warmup)
     from ..trial.train import resolve_device
 
-    device = training.device if training.kind == "builtin" else resolve_device(cfg["trainer"]["device"])
+    device = training.device if training.kind == "builtin" else resolve_device(settings.trainer.device)
     precision = training.precision() if training.kind == "builtin" else None
-    return SweepContext(prep.study, prep.space, training, cfg, prep.objectives, prep.tracker, device, log,
+    return SweepContext(prep.study, prep.space, training, settings, prep.objectives, prep.tracker, device, log,
                         multi_pruner, precision)
 
 
-def _loop(cfg: Mapping[str, Any], prep: Prepared, log) -> SweepResult:
+def _loop(prep: Prepared, log) -> SweepResult:
     study, url, objectives, n_trials, tracker = prep.study, prep.url, prep.objectives, prep.n_trials, prep.tracker
     name = study.study_name
     counted = counts(study)
@@ -89,9 +92,9 @@ def _loop(cfg: Mapping[str, Any], prep: Prepared, log) -> SweepResult:
         return result
 
     started = time.perf_counter()
-    ctx = _context(cfg, prep, log)
-    timeout = cfg["study"].get("timeout")
-    poll_s = min(5.0, float(cfg["study"].get("heartbeat_s") or HEARTBEAT_S))
+    ctx = _context(prep, log)
+    timeout = prep.settings.study.timeout
+    poll_s = min(5.0, prep.settings.study.heartbeat_s)
     bar = tqdm(total=n_trials, initial=done, desc=f"sweep {name}", unit="trial", position=0)
     infeasible_in_a_row = failed_in_a_row = 0
     try:

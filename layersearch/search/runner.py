@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,11 +21,12 @@ import torch
 from optuna.trial import TrialState
 
 from ..outputs import format_metric
+from ..settings import PathsSettings, Settings
 from ..trial.handle import Trial
 from .algorithms import MultiObjectiveMedian
 from .outcome import run_training
 from .space import Infeasible, SearchSpace
-from .storage import HEARTBEAT_S, heartbeat_thread
+from .storage import heartbeat_thread
 from .tracking import PRECISION_TAG, RETRY_TAG, StudyTracker, trial_run_name
 
 __all__ = ["SweepContext", "run_trial", "trial_dir"]
@@ -38,7 +39,7 @@ class SweepContext:
     study: optuna.Study
     space: SearchSpace
     training: Any  # a trial.kinds.Training
-    cfg: Mapping[str, Any]
+    settings: Settings
     objectives: list[tuple[str, str]]
     tracker: StudyTracker
     device: torch.device
@@ -51,9 +52,9 @@ class SweepContext:
         self.names = [m for m, _ in self.objectives]
 
 
-def trial_dir(cfg: Mapping[str, Any], study_name: str, number: int) -> Path:
+def trial_dir(paths: PathsSettings, study_name: str, number: int) -> Path:
     """``<paths.studies_dir>/<study>/trials/<number>``: the trial's own folder (`Trial.dir`)."""
-    return Path(cfg["paths"]["studies_dir"]) / study_name / "trials" / str(number)
+    return Path(paths.studies_dir) / study_name / "trials" / str(number)
 
 
 class _Numbered:
@@ -76,9 +77,8 @@ def run_trial(trial: optuna.Trial, ctx: SweepContext) -> tuple[str, float]:
     Returns:
         (state, seconds spent in the training), the latter for the sweep's overhead figure.
     """
-    every = float(ctx.cfg["study"].get("heartbeat_s") or HEARTBEAT_S)
     try:
-        with heartbeat_thread(ctx.study, trial, every):
+        with heartbeat_thread(ctx.study, trial, ctx.settings.study.heartbeat_s):
             return _run(trial, ctx)
     except KeyboardInterrupt:
         # Ctrl-C or SIGTERM (see loop.stop_on_signals), wherever in the trial it landed (training, MLflow
@@ -125,8 +125,9 @@ def _reporter(trial: optuna.Trial, ctx: SweepContext) -> Callable[[int, dict[str
             prune = ctx.multi_pruner is not None and ctx.multi_pruner.should_prune(step, intermediate)
         if not prune:
             return None
-        return f"{primary}={value:.4g} at step {step} is worse than the median" if ctx.cfg["study"]["pruner"] == "median" \
-            else f"{primary}={value:.4g} at step {step}: stopped by the {ctx.cfg['study']['pruner']} pruner"
+        pruner = ctx.settings.study.pruner
+        return f"{primary}={value:.4g} at step {step} is worse than the median" if pruner == "median" \
+            else f"{primary}={value:.4g} at step {step}: stopped by the {pruner} pruner"
 
     return report
 
@@ -150,8 +151,8 @@ def _run(trial: optuna.Trial, ctx: SweepContext) -> tuple[str, float]:
         study.tell(trial, state=TrialState.FAIL)
         return "INFEASIBLE", 0.0
     layer_config = config.to_dict()
-    trainer = ctx.cfg["trainer"]
-    seed = int(trial.user_attrs.get("seed", trainer.get("seed", 0)))  # a baseline's repeat carries its own
+    trainer = ctx.settings.trainer
+    seed = int(trial.user_attrs.get("seed", trainer.seed))  # a baseline's repeat carries its own
     trial.set_user_attr("layer_config", layer_config)
     trial.set_user_attr("seed", seed)
     tags = {}
@@ -166,13 +167,12 @@ def _run(trial: optuna.Trial, ctx: SweepContext) -> tuple[str, float]:
         baseline = f"{baseline}, seed {seed}"  # its label in the runs table and the console
     tracker.start_trial(trial.number, trial.params, layer_config, tags=tags,
                         name=trial_run_name(trial.number, layer_config, baseline, retry_of))
-    folder = trial_dir(ctx.cfg, study.study_name, trial.number)
+    folder = trial_dir(ctx.settings.paths, study.study_name, trial.number)
     if folder.exists():
         shutil.rmtree(folder)  # trial numbers are unique in a study: this is a deleted study's leftover
     handle = Trial(number=trial.number, study_name=study.study_name, params=trial.params, layer_config=layer_config,
-                   steps=int(trainer["steps"]), seed=seed, device=ctx.device, dir=folder, objectives=ctx.names,
-                   reporter=_reporter(trial, ctx), loss_seed=int(ctx.cfg.get("seed") or 0),
-                   lpips=ctx.cfg["metrics"]["lpips"])
+                   steps=trainer.steps, seed=seed, device=ctx.device, dir=folder, objectives=ctx.names,
+                   reporter=_reporter(trial, ctx), loss_seed=ctx.settings.seed, lpips=ctx.settings.metrics.lpips)
     outcome = run_training(ctx.training, handle)
     if folder.is_dir():
         tracker.log_artifacts(folder)

@@ -162,13 +162,13 @@ class SearchSpace:
     weights: str = "imagenet"
 
     @classmethod
-    def from_config(cls, cfg: Mapping[str, Any], weights: str = "imagenet") -> SearchSpace:
+    def from_config(cls, spec: Mapping[str, Any], weights: str = "imagenet") -> SearchSpace:
         known = {"arch", "content", "style", "content_style_ratio", "pixel_weight", "tv_weight", "criterion",
                  "baselines", "name"}
-        unknown = set(cfg) - known
+        unknown = set(spec) - known
         if unknown:
             raise SpaceError(f"unknown key(s) {', '.join(sorted(unknown))} in search_space; valid: {', '.join(sorted(known))}")
-        arch = cfg.get("arch", "vgg16")
+        arch = spec.get("arch", "vgg16")
         archs = [arch] if isinstance(arch, str) else list(arch)
         try:
             for a in archs:
@@ -177,23 +177,23 @@ class SearchSpace:
             raise SpaceError(f"search_space.arch: {err}") from None
         if not archs:
             raise SpaceError(f"search_space.arch is empty; choose from {', '.join(ARCHS)}")
-        content = _parse_group(cfg.get("content"), "content", archs, "")
-        style = _parse_group(cfg.get("style"), "style", archs, "style_")
+        content = _parse_group(spec.get("content"), "content", archs, "")
+        style = _parse_group(spec.get("style"), "style", archs, "style_")
         ratio = None
         if style is not None and content is not None:
-            ratio = Choice.parse(cfg.get("content_style_ratio", 1.0), "search_space.content_style_ratio")
+            ratio = Choice.parse(spec.get("content_style_ratio", 1.0), "search_space.content_style_ratio")
             if ratio.fixed == 0 or 0.0 in ratio.choices:
                 raise SpaceError("search_space.content_style_ratio must be > 0")
-        criterion = cfg.get("criterion", "mse")
+        criterion = spec.get("criterion", "mse")
         criteria = [criterion] if isinstance(criterion, str) else list(criterion)
         bad = [c for c in criteria if c not in CRITERIA]
         if bad or not criteria:
             raise SpaceError(f"search_space.criterion: unknown {bad or 'empty'}; choose from {', '.join(CRITERIA)}")
         space = cls(
             archs=archs, content=content, style=style, ratio=ratio,
-            pixel_weight=Choice.parse(cfg.get("pixel_weight"), "search_space.pixel_weight"),
-            tv_weight=Choice.parse(cfg.get("tv_weight"), "search_space.tv_weight"),
-            criteria=criteria, baselines=list(cfg.get("baselines") or []), weights=str(weights),
+            pixel_weight=Choice.parse(spec.get("pixel_weight"), "search_space.pixel_weight"),
+            tv_weight=Choice.parse(spec.get("tv_weight"), "search_space.tv_weight"),
+            criteria=criteria, baselines=list(spec.get("baselines") or []), weights=str(weights),
         )
         if content is None and style is None and space.pixel_weight.fixed in (None, 0.0) and not space.pixel_weight.choices:
             raise SpaceError("search_space has no content or style layers and no pixel_weight: nothing to search")

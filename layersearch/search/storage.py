@@ -21,7 +21,7 @@ import copy
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -29,9 +29,10 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import LayersearchError
+from ..settings import StudySettings
 from .locks import STORAGE_TIMEOUT_S, storage_lock
 from .resilient import RetryingJournalBackend, RetryingRDBStorage
-from .retry import DB_RETRY_S, single_attempt
+from .retry import single_attempt
 from .urls import (
     JOURNAL_PREFIX,
     StudyError,
@@ -45,9 +46,6 @@ from .urls import (
 )
 
 __all__ = [
-    "DB_RETRY_S",
-    "GRACE_S",
-    "HEARTBEAT_S",
     "JOURNAL_PREFIX",
     "STORAGE_TIMEOUT_S",
     "StudyError",
@@ -68,8 +66,6 @@ __all__ = [
     "within",
 ]
 
-HEARTBEAT_S = 30  # study.heartbeat_s default
-GRACE_S = 120  # study.grace_s default
 _OUTCOME_ATTRS = ("fail_reason", "intermediate")
 _HEARTBEAT_ATTR = "layersearch:heartbeat"  # journal storages: the time of the last beat (seconds since epoch)
 
@@ -102,8 +98,7 @@ def within(seconds: float, fn: Callable[[], T], what: str, url: str, error: type
 
 
 def open_storage(
-    url: str, create: bool = True, heartbeat_s: float = HEARTBEAT_S, grace_s: float = GRACE_S,
-    retry_s: float = DB_RETRY_S,
+    url: str, *, heartbeat_s: float, grace_s: float, retry_s: float, create: bool = True,
 ) -> optuna.storages.BaseStorage:
     """An Optuna storage for ``url``, reached within STORAGE_TIMEOUT_S or a StudyError (password redacted).
 
@@ -153,20 +148,21 @@ def open_storage(
     return within(STORAGE_TIMEOUT_S, connect, "study storage", url)
 
 
-def open_study_storage(study_cfg: Mapping[str, Any], studies_dir: str | Path) -> tuple[Any, str, str]:
-    """(storage, URL, name) of the existing study ``study_cfg['name']``, or a StudyError naming what is there."""
-    url = storage_url(study_cfg, studies_dir)
-    name = str(study_cfg["name"])
-    storage = open_storage(url, create=False)
+def open_study_storage(study: StudySettings, studies_dir: str | Path) -> tuple[Any, str, str]:
+    """(storage, URL, name) of the existing study ``study.name``, or a StudyError naming what is there."""
+    url = storage_url(study, studies_dir)
+    name = study.name
+    storage = open_storage(url, create=False, heartbeat_s=study.heartbeat_s, grace_s=study.grace_s,
+                           retry_s=study.db_retry_s)
     names = optuna.study.get_all_study_names(storage)
     if name not in names:
         raise StudyError(f"no study named {name!r} in {redact(url)}" + (f"; studies there: {', '.join(names)}" if names else ""))
     return storage, url, name
 
 
-def load_study(study_cfg: Mapping[str, Any], studies_dir: str | Path) -> tuple[optuna.Study, str]:
-    """An existing study ``study_cfg['name']`` and its storage URL, or a StudyError naming what is there."""
-    storage, url, name = open_study_storage(study_cfg, studies_dir)
+def load_study(study: StudySettings, studies_dir: str | Path) -> tuple[optuna.Study, str]:
+    """An existing study ``study.name`` and its storage URL, or a StudyError naming what is there."""
+    storage, url, name = open_study_storage(study, studies_dir)
     return optuna.load_study(study_name=name, storage=storage), url
 
 

@@ -9,7 +9,6 @@ failed ones too) is recorded with its reason.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,15 +20,13 @@ from ..config import literature_loss
 from ..lossnet.loss import LossConfig
 from ..lossnet.weights import any_random, trunk_state_dict, weights_label
 from ..outputs import RANDOM_BANNER
+from ..settings import Settings, StudySettings, settings_to_dict
 from ..trial.kinds import Training, make_training
 from ..trial.metrics import METRIC_DIRECTIONS
 from .algorithms import make_pruner, make_sampler
 from .noise import is_repeat
 from .space import NotInSpace, SearchSpace, metric_overlap_warning
 from .storage import (
-    DB_RETRY_S,
-    GRACE_S,
-    HEARTBEAT_S,
     StudyError,
     check_study_name,
     database_url,
@@ -50,20 +47,14 @@ __all__ = ["Prepared", "SweepResult", "enqueue_baselines", "prepare_study", "res
 DIRECTIONS = ("minimize", "maximize")
 
 
-def _as_list(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return [str(value)] if isinstance(value, str) else [str(v) for v in value]
-
-
-def resolve_objectives(study_cfg: Mapping[str, Any], training: Training) -> list[tuple[str, str]]:
+def resolve_objectives(study: StudySettings, training: Training) -> list[tuple[str, str]]:
     """``[(metric, direction)]`` from ``study.objectives`` and ``study.directions``, validated.
 
     The built-in training defaults to its task's objectives and reports only the task's metrics; a user's
     training (``trial=python|command``) names its own. Known metric names keep their directions; any other
     name needs ``study.directions``.
     """
-    names, directions = _as_list(study_cfg.get("objectives")), _as_list(study_cfg.get("directions"))
+    names, directions = list(study.objectives or []), list(study.directions or [])
     if training.kind == "builtin":
         available = training.metrics
         names = names or list(training.default_objectives)
@@ -133,6 +124,8 @@ class Prepared:
     n_trials: int
     grace_s: float
     training: Training
+    settings: Settings
+    n_warmup: int
     tracker: StudyTracker | None = None
 
 
@@ -153,64 +146,62 @@ class _Plan:
     training: Training
     baseline_seeds: list[int]
     retry_s: float
+    n_warmup: int
 
 
-def warmup_steps(study_cfg: Mapping[str, Any], trainer: Mapping[str, Any]) -> int:
+def warmup_steps(study: StudySettings, steps: int) -> int:
     """Training steps before a trial can be pruned: ``study.n_warmup_steps``, or when null
-    ``study.warmup_fraction`` of ``trainer.steps`` (where early evaluations start to predict final ones)."""
-    steps = study_cfg.get("n_warmup_steps")
-    if steps is not None:
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise StudyError(f"study.n_warmup_steps must be a whole number >= 0 or null, got {steps!r}")
-        return steps
-    fraction = study_cfg.get("warmup_fraction", 0.0)
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction < 1:
+    ``study.warmup_fraction`` of the trial's ``steps`` (where early evaluations start to predict final ones)."""
+    if study.n_warmup_steps is not None:
+        if study.n_warmup_steps < 0:
+            raise StudyError(f"study.n_warmup_steps must be a whole number >= 0 or null, got {study.n_warmup_steps!r}")
+        return study.n_warmup_steps
+    fraction = study.warmup_fraction
+    if not 0 <= fraction < 1:
         raise StudyError(f"study.warmup_fraction must be a number in [0, 1), got {fraction!r}")
-    return math.ceil(fraction * int(trainer["steps"]))
+    return math.ceil(fraction * steps)
 
 
-def _plan(cfg: Mapping[str, Any], log) -> _Plan:
-    study_cfg, trainer = cfg["study"], cfg["trainer"]
-    name = check_study_name(study_cfg.get("name"))
-    training = make_training(cfg, log)
+def _plan(settings: Settings, log, fn=None) -> _Plan:
+    conf, trainer = settings.study, settings.trainer
+    name = check_study_name(conf.name)
+    training = make_training(settings, log, fn=fn)
     training.check()
-    objectives = resolve_objectives(study_cfg, training)
-    space = SearchSpace.from_config(cfg["search_space"], weights=str(cfg["loss_net"]["weights"]))
-    if overlap := metric_overlap_warning(space.archs, cfg["metrics"]["lpips"]["net"], [m for m, _ in objectives]):
+    objectives = resolve_objectives(conf, training)
+    space = SearchSpace.from_config(settings.search_space, weights=settings.loss_net.weights)
+    if overlap := metric_overlap_warning(space.archs, settings.metrics.lpips.net, [m for m, _ in objectives]):
         log(overlap)
-    n_trials, n_startup = int(study_cfg["n_trials"]), int(study_cfg.get("n_startup_trials", 4))
-    n_warmup = warmup_steps(study_cfg, trainer)
+    n_trials, n_startup = conf.n_trials, conf.n_startup_trials
+    n_warmup = warmup_steps(conf, trainer.steps)
     if n_trials < 1:
         raise StudyError(f"study.n_trials must be >= 1, got {n_trials}")
-    heartbeat_s = float(study_cfg.get("heartbeat_s") or HEARTBEAT_S)
-    grace_s = float(study_cfg.get("grace_s") or GRACE_S)
+    heartbeat_s, grace_s = conf.heartbeat_s, conf.grace_s
     if grace_s <= heartbeat_s:
         raise StudyError(f"study.grace_s ({grace_s:g}) must exceed study.heartbeat_s ({heartbeat_s:g}), or live "
                          "trials would be failed as dead")
-    sampler = make_sampler(str(study_cfg["sampler"]), space, len(objectives), int(study_cfg.get("seed", 0)), n_startup)
-    pruner = make_pruner(str(study_cfg["pruner"]), len(objectives), n_startup, n_warmup, trainer)
-    url = storage_url(study_cfg, cfg["paths"]["studies_dir"])
-    if sqlite_path(url) is None and database_url(url) == database_url(str(cfg["tracking"]["uri"])):
+    sampler = make_sampler(conf.sampler, space, len(objectives), conf.seed, n_startup)
+    pruner = make_pruner(conf.pruner, len(objectives), n_startup, n_warmup, trainer.steps, trainer.eval_every)
+    url = storage_url(conf, settings.paths.studies_dir)
+    if sqlite_path(url) is None and database_url(url) == database_url(settings.tracking.uri):
         raise StudyError("study.storage and tracking.uri are the same database; Optuna and MLflow both keep an "
                          "alembic_version table there: use separate databases (e.g. .../optuna and .../mlflow)")
-    check_tracking(str(cfg["tracking"]["uri"]), cfg["tracking"].get("artifacts"))
-    random_weights = any_random(space.weights, cfg["metrics"]["lpips"]["weights"])
-    n_seeds = int(study_cfg.get("baseline_seeds", 1))
+    check_tracking(settings.tracking.uri, settings.tracking.artifacts)
+    random_weights = any_random(space.weights, settings.metrics.lpips.weights)
+    n_seeds = conf.baseline_seeds
     if n_seeds < 1:
         raise StudyError(f"study.baseline_seeds must be >= 1, got {n_seeds}")
-    first = int(trainer.get("seed", 0))
-    retry_s = float(study_cfg.get("db_retry_s", DB_RETRY_S))
+    first = trainer.seed
     return _Plan(name, objectives, space, n_trials, heartbeat_s, grace_s, sampler, pruner, url, random_weights,
-                 training, list(range(first, first + n_seeds)), retry_s)
+                 training, list(range(first, first + n_seeds)), conf.db_retry_s, n_warmup)
 
 
-def _lpips_label(cfg: Mapping[str, Any]) -> str:
-    lpips = cfg["metrics"]["lpips"]
-    return f"{lpips.get('net', 'alex')}/{weights_label(lpips.get('weights', 'imagenet'))}"
+def _lpips_label(settings: Settings) -> str:
+    lpips = settings.metrics.lpips
+    return f"{lpips.net}/{weights_label(lpips.weights)}"
 
 
-def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, prepare_training: bool = True
-                  ) -> Prepared:
+def prepare_study(settings: Settings, log=tqdm.write, tracker: bool = True, prepare_training: bool = True,
+                  fn=None) -> Prepared:
     """Validate the config, create or load the study, enqueue baselines; all before any trial runs.
 
     The order is what makes a refused start leave nothing behind: every key is checked, the stores are
@@ -222,8 +213,9 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
 
     Args:
         prepare_training: False in a launcher that only starts workers (they prepare their own).
+        fn: the training function of ``layersearch.sweep(train, ...)`` (``trial=python``), if given as one.
     """
-    plan = _plan(cfg, log)
+    plan = _plan(settings, log, fn)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our own console view says what happens
 
     def storage_now() -> optuna.storages.BaseStorage:
@@ -233,10 +225,10 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
     local = sqlite_path(plan.url) or journal_path(plan.url)
     storage = storage_now() if local is None or local.exists() else None
     if storage is not None and plan.name in optuna.study.get_all_study_names(storage):
-        _check_same_study(optuna.load_study(study_name=plan.name, storage=storage), plan.objectives, cfg,
+        _check_same_study(optuna.load_study(study_name=plan.name, storage=storage), plan.objectives, settings,
                           plan.training)
     if tracker:
-        probe_tracking(str(cfg["tracking"]["uri"]))
+        probe_tracking(settings.tracking.uri)
     if prepare_training:
         plan.training.prepare()
         for arch in plan.space.archs:  # the loss network's weights: offline ImageNet fails here, not in trial 0
@@ -245,20 +237,20 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
     study_tracker = None
     if tracker:
         study_tracker = StudyTracker(
-            str(cfg["tracking"]["uri"]), plan.name, redact(plan.url), artifacts=cfg["tracking"].get("artifacts"),
+            settings.tracking.uri, plan.name, redact(plan.url), artifacts=settings.tracking.artifacts,
             retry_s=plan.retry_s,
-            tags={"layersearch.task": _task_label(cfg, plan.training),
+            tags={"layersearch.task": _task_label(settings, plan.training),
                   "layersearch.random_weights": str(plan.random_weights).lower(),
-                  "layersearch.search_space": str(cfg["search_space"].get("name", "")),
+                  "layersearch.search_space": _space_name(settings),
                   "layersearch.loss_net_weights": plan.space.weights,
-                  "layersearch.lpips": _lpips_label(cfg)},
+                  "layersearch.lpips": _lpips_label(settings)},
         )
     with storage_lock(plan.url):
         study = optuna.create_study(
             study_name=plan.name, storage=storage, sampler=plan.sampler, pruner=plan.pruner,
             directions=[d for _, d in plan.objectives], load_if_exists=True,
         )
-        _check_same_study(study, plan.objectives, cfg, plan.training)
+        _check_same_study(study, plan.objectives, settings, plan.training)
         if plan.random_weights and not study.user_attrs.get("random_weights"):
             study.set_user_attr("random_weights", True)
         new = not study.get_trials(deepcopy=False)
@@ -275,7 +267,7 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
     if plan.random_weights:
         log(RANDOM_BANNER)
     prepared = Prepared(study, plan.url, plan.objectives, plan.space, plan.random_weights, plan.n_trials,
-                        plan.grace_s, plan.training, study_tracker)
+                        plan.grace_s, plan.training, settings, plan.n_warmup, study_tracker)
     if study_tracker is not None:
         fail_dead(prepared, log)
         fixed = study_tracker.backfill(study.get_trials(deepcopy=False), [m for m, _ in plan.objectives])
@@ -284,15 +276,18 @@ def prepare_study(cfg: Mapping[str, Any], log=tqdm.write, tracker: bool = True, 
     return prepared
 
 
-def _task_label(cfg: Mapping[str, Any], training: Training) -> str:
+def _space_name(settings: Settings) -> str:
+    """The search space's ``name`` (what a resumed study must keep), '' if the space has none."""
+    return str(settings.search_space.get("name", ""))
+
+
+def _task_label(settings: Settings, training: Training) -> str:
     """``sr_x4`` or ``style`` for the built-in training (read from the class, no data loading), else the kind."""
     if training.kind != "builtin":
         return f"{training.kind}:{training.label}"
     from ..trial.tasks import task_class
 
-    task_cfg = cfg["task"]
-    name = str(task_class(task_cfg).name)
-    return f"sr_x{task_cfg['scale']}" if name.startswith("sr_x") and "scale" in task_cfg else name
+    return task_class(settings.task).label(settings.task.params)
 
 
 def fail_dead(prepared: Prepared, log) -> None:
@@ -324,12 +319,12 @@ def reserve_trial(study: optuna.Study, url: str, n_trials: int) -> tuple[optuna.
         return study.ask(), done
 
 
-def _check_same_study(study: optuna.Study, objectives, cfg, training: Training) -> None:
+def _check_same_study(study: optuna.Study, objectives, settings: Settings, training: Training) -> None:
     """A resumed study must keep its objectives, search space and kind of training, or its trials mean
     different things; a new one records them (confirm, report and export read them back)."""
     attrs = study.user_attrs
     names = [m for m, _ in objectives]
-    space_name = str(cfg["search_space"].get("name", ""))
+    space_name = _space_name(settings)
     if "objectives" in attrs:
         if attrs["objectives"] != names:
             raise StudyError(f"study {study.study_name} was run with objectives {attrs['objectives']}, not {names}; "
@@ -343,19 +338,11 @@ def _check_same_study(study: optuna.Study, objectives, cfg, training: Training) 
         return
     study.set_user_attr("objectives", names)
     study.set_user_attr("search_space", space_name)
-    study.set_user_attr("task", str(cfg["task"]["_target_"]) if training.kind == "builtin" else training.kind)
+    study.set_user_attr("task", settings.task.target if training.kind == "builtin" else training.kind)
     study.set_user_attr("trial_kind", training.kind)
     study.set_user_attr("trial", training.label)
-    study.set_user_attr("lpips", _lpips_label(cfg))
-    study.set_user_attr("search_space_config", to_plain(cfg["search_space"]))
-
-
-def to_plain(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): to_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [to_plain(v) for v in value]
-    return value
+    study.set_user_attr("lpips", _lpips_label(settings))
+    study.set_user_attr("search_space_config", settings_to_dict(settings.search_space))
 
 
 def summarize(prep: Prepared) -> SweepResult:

@@ -7,9 +7,10 @@ study and starts the workers (search/launch.py); otherwise it is the one worker 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..settings import Settings
 from . import launch
 from .loop import run_worker
 from .summary import SweepResult
@@ -17,12 +18,16 @@ from .summary import SweepResult
 __all__ = ["run_sweep", "sweep"]
 
 
-def run_sweep(cfg: Mapping[str, Any]) -> SweepResult:
-    """Run (or resume) the study ``cfg['study']['name']`` until it has ``n_trials`` complete+pruned trials."""
+def run_sweep(settings: Settings, fn: Callable[..., Any] | None = None) -> SweepResult:
+    """Run (or resume) the study ``settings.study.name`` until it has ``n_trials`` complete+pruned trials.
+
+    Args:
+        fn: the training function itself for ``trial=python`` (else ``trial.fn`` names it).
+    """
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
-    if launch.wants_launcher(cfg):
-        return launch.run_launched(cfg)
-    return run_worker(cfg)
+    if launch.wants_launcher(settings):
+        return launch.run_launched(settings, fn)
+    return run_worker(settings, fn)
 
 
 def sweep(train: Callable[..., Any] | None = None, overrides: Sequence[str] = (),
@@ -40,12 +45,9 @@ def sweep(train: Callable[..., Any] | None = None, overrides: Sequence[str] = ()
     Returns:
         The `SweepResult`: counts, the best trials (or Pareto front) with the literature baselines.
     """
-    from ..config import compose_config, to_container
+    from ..config import load_settings
 
     overrides = list(overrides)
     if train is not None and not any(o.startswith("trial=") for o in overrides):
         overrides.append("trial=python")
-    cfg = to_container(compose_config(overrides, list(config_dirs)))
-    if train is not None:
-        cfg["trial"]["fn"] = train
-    return run_sweep(cfg)
+    return run_sweep(load_settings(overrides, list(config_dirs)), fn=train)

@@ -50,9 +50,9 @@ def write_summary_run(
             (out / "best.yaml").write_text(yaml.safe_dump(best[0], sort_keys=False))
         elif best:
             (out / "pareto").mkdir()
-            for cfg in best:
-                n = cfg.get("provenance", {}).get("trial", "x")
-                (out / "pareto" / f"trial_{n}.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+            for config in best:
+                n = config.get("provenance", {}).get("trial", "x")
+                (out / "pareto" / f"trial_{n}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
         if pareto_table:
             columns = list(dict.fromkeys(k for row in pareto_table for k in row))
             with open(out / "pareto.csv", "w", newline="") as f:

@@ -8,12 +8,12 @@ layersearch shows a storage password.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import LayersearchError
+from ..settings import StudySettings
 
 __all__ = [
     "JOURNAL_PREFIX",
@@ -113,19 +113,19 @@ def journal_path(url: str) -> Path | None:
     return Path(str(url)[len(JOURNAL_PREFIX):]) if len(str(url)) > len(JOURNAL_PREFIX) else None
 
 
-def storage_url(study_cfg: Mapping[str, Any], studies_dir: str | Path) -> str:
+def storage_url(study: StudySettings, studies_dir: str | Path) -> str:
     """``study.storage``, or the study's default file under ``<studies_dir>/<name>/``.
 
     The default is ``optuna.db`` (SQLite) for one worker and ``journal.log`` (Optuna's journal file
     storage, safe for concurrent writers) when ``study.workers > 1``; a study keeps the kind it was created
     with, so readers (export, report) and later sweeps find it whatever ``workers`` says.
     """
-    name = check_study_name(study_cfg.get("name"))
-    if study_cfg.get("storage"):
-        return str(study_cfg["storage"])
+    name = check_study_name(study.name)
+    if study.storage:
+        return study.storage
     folder = Path(studies_dir) / name
     sqlite, journal = folder / "optuna.db", folder / "journal.log"
-    if journal.exists() or (not sqlite.exists() and int(study_cfg.get("workers") or 1) > 1):
+    if journal.exists() or (not sqlite.exists() and study.workers > 1):
         return f"{JOURNAL_PREFIX}{journal}"
     return f"sqlite:///{sqlite}"
 

@@ -6,10 +6,10 @@ the same way. The task (data, validation set, LPIPS) is built once per process a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import dataclasses
 
 from ..outputs import RANDOM_BANNER, save_grid
+from ..settings import Settings
 from .handle import Trial
 from .tasks import Task, build_task, task_class
 from .train import precision_used, resolve_device, train
@@ -21,25 +21,25 @@ class BuiltinTraining:
     """``training(trial) -> final metrics``: train the configured task's generator with ``trial.loss``.
 
     Args:
-        cfg: the composed config (``task``, ``data``, ``model``, ``metrics``, ``trainer``); ``trainer.steps``
+        settings: the settings (``task``, ``data``, ``model``, ``metrics``, ``trainer``); ``trainer.steps``
             and ``trainer.seed`` are replaced by the trial's own, ``trainer.eval_every`` is kept.
     """
 
     kind = "builtin"
     user_code = False  # an exception in here is a bug in layersearch: it stops the sweep
 
-    def __init__(self, cfg: Mapping[str, Any]):
-        self.cfg = cfg
+    def __init__(self, settings: Settings):
+        self.settings = settings
         self._task: Task | None = None
 
     @property
     def label(self) -> str:
-        return str(self.cfg["task"]["_target_"])
+        return self.settings.task.target
 
     def check(self) -> None:
         """Cheap checks before anything is created: the task class imports and the device exists."""
-        task_class(self.cfg["task"])
-        resolve_device(self.cfg["trainer"]["device"])
+        task_class(self.settings.task)
+        resolve_device(self.settings.trainer.device)
 
     def prepare(self) -> None:
         """Build the task now (LPIPS weights resolved, data read): a start that cannot work fails here."""
@@ -49,36 +49,35 @@ class BuiltinTraining:
     @property
     def metrics(self) -> tuple[str, ...]:
         """Every metric the task reports (any can be an objective)."""
-        cls = task_class(self.cfg["task"])
+        cls = task_class(self.settings.task)
         return tuple(cls.metrics or cls.objectives)
 
     @property
     def default_objectives(self) -> tuple[str, ...]:
-        return tuple(task_class(self.cfg["task"]).objectives)
+        return tuple(task_class(self.settings.task).objectives)
 
     @property
     def task(self) -> Task:
         """The task, built on first use (images decoded, validation set degraded, LPIPS loaded)."""
         if self._task is None:
-            cfg = self.cfg
-            self._task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"],
-                                    resolve_device(cfg["trainer"]["device"]))
+            s = self.settings
+            self._task = build_task(s.task, s.data, s.model, s.metrics, resolve_device(s.trainer.device))
         return self._task
 
     @property
     def device(self):
-        return self.task.device if self._task is not None else resolve_device(self.cfg["trainer"]["device"])
+        return self.task.device if self._task is not None else resolve_device(self.settings.trainer.device)
 
     def precision(self) -> str:
         """``bf16`` or ``fp32``: what trainer.precision means on this machine (recorded with each result)."""
-        return precision_used(self.cfg["trainer"], self.device)
+        return precision_used(self.settings.trainer, self.device)
 
     def __call__(self, trial: Trial) -> dict[str, float]:
         task = self.task
-        trainer = {**self.cfg["trainer"], "steps": trial.steps, "seed": trial.seed}
+        trainer = dataclasses.replace(self.settings.trainer, steps=trial.steps, seed=trial.seed)
         model, run = train(task, trial.loss, trainer, callback=lambda step, m: trial.report(step, **m))
         values = dict(run.metrics)
-        titles, rows = task.preview(model, int(trainer.get("preview_images", 2)))
+        titles, rows = task.preview(model, trainer.preview_images)
         caption = f"trial {trial.number}: " + ", ".join(f"{m}={values[m]:.4f}" for m in trial.objectives if m in values)
         if trial.loss.random_weights or task.lpips.random_weights:
             caption = f"{RANDOM_BANNER}\n{caption}"

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import ConfigValueError, LayersearchError
+from ..settings import LpipsSettings, TrialSettings
 from .env import ENV, write_trial_files
 from .handle import Trial, TrialFailed
 from .processes import Watchdog, start_group, stop_group
@@ -139,16 +140,13 @@ class CommandTraining:
     kind = "command"
     user_code = True
 
-    def __init__(self, settings: Mapping[str, Any], lpips: Mapping[str, str], val_dir: str | None = None,
+    def __init__(self, settings: TrialSettings, lpips: LpipsSettings, val_dir: str | None = None,
                  scale: int = 0, loss_seed: int = 0, log: Callable[[str], None] = print):
-        self.template = str(settings.get("cmd") or "").strip()
-        self.shell = bool(settings.get("shell", False))
-        self.echo = bool(settings.get("echo", False))
-        self.timeout_s = settings.get("timeout_s")
-        self.kill_grace_s = settings.get("kill_grace_s", 10.0)
-        self.poll_s = settings.get("poll_s", 1.0)
-        self.score_dir = settings.get("score_dir")
-        self.lpips, self.val_dir, self.scale, self.loss_seed, self.log = dict(lpips), val_dir, int(scale), loss_seed, log
+        self.template = (settings.cmd or "").strip()
+        self.shell, self.echo = bool(settings.shell), bool(settings.echo)
+        self.timeout_s, self.kill_grace_s, self.poll_s = settings.timeout_s, settings.kill_grace_s, settings.poll_s
+        self.score_dir = settings.score_dir
+        self.lpips, self.val_dir, self.scale, self.loss_seed, self.log = lpips, val_dir, int(scale), loss_seed, log
         self._checked = False
 
     @property
@@ -268,8 +266,8 @@ class CommandTraining:
         from .score import score_folders
 
         try:
-            result = score_folders(str(score_dir), str(self.val_dir), self.scale, self.lpips.get("net", "alex"),
-                                   str(self.lpips.get("weights", "imagenet")), out=trial.dir / "scores.json")
+            result = score_folders(str(score_dir), str(self.val_dir), self.scale, self.lpips.net,
+                                   self.lpips.weights, out=trial.dir / "scores.json")
         except LayersearchError as err:  # the command's images, not the user's config, are at fault
             raise TrialFailed(f"scoring the images in {score_dir}: {err}") from None
         return dict(result["mean"])

@@ -14,7 +14,7 @@ import contextlib
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import LayersearchError
+from ..settings import DataSettings
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -314,36 +315,28 @@ def sample_images(names: Sequence[str]) -> list[tuple[str, torch.Tensor]]:
     return [(n, sample_image(n)) for n in names]
 
 
-def load_split(data: Mapping[str, Any], split: str) -> list[tuple[str, torch.Tensor]]:
-    """The ``train`` or ``val`` images described by a ``data`` config group (``conf/data/``).
+def load_split(data: DataSettings, split: str) -> list[tuple[str, torch.Tensor]]:
+    """The ``train`` or ``val`` images described by the ``data`` settings (``conf/data/``).
 
-    ``source: samples`` reads ``data[split]`` (a list of sample names; null means :data:`SAMPLE_TRAIN` /
-    :data:`SAMPLE_VAL`); ``source: folder`` reads ``data[split + "_dir"]`` with :func:`folder_images`.
+    ``source: samples`` reads ``data.train`` / ``data.val`` (sample names; null means :data:`SAMPLE_TRAIN` /
+    :data:`SAMPLE_VAL`); ``source: folder`` reads ``data.train_dir`` / ``data.val_dir`` with
+    :func:`folder_images`.
 
     Raises:
         DataError: unknown source, a folder not given, or any error of the source itself.
     """
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    source = _get(data, "source") or "samples"
+    source = data.source
     if source == "samples":
-        names = _get(data, split)
+        names = data.train if split == "train" else data.val
         return sample_images(list(names) if names is not None else (SAMPLE_TRAIN if split == "train" else SAMPLE_VAL))
     if source == "folder":
-        directory = _get(data, f"{split}_dir")
+        directory = data.train_dir if split == "train" else data.val_dir
         if directory is None:
             raise DataError(f"data.{split}_dir is not set: pass data.{split}_dir=/path/to/images")
         return folder_images(str(directory))
     raise DataError(f"unknown data.source {source!r}; choose from: samples, folder")
-
-
-def _get(data: Mapping[str, Any], key: str) -> Any:
-    # A Hydra "???" (mandatory, unset) value raises on access in a DictConfig and is the string in a dict.
-    try:
-        value = data[key] if key in data else None
-    except Exception:
-        return None
-    return None if value == "???" else value
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from ..errors import LayersearchError
+from ..settings import LpipsSettings, settings_to_dict
 from .handle import Trial
 
 __all__ = ["ENV", "EnvTrial", "NotInSweep", "trial_from_env", "write_trial_files"]
@@ -49,7 +50,7 @@ class NotInSweep(LayersearchError, RuntimeError):
     """`trial_from_env` was called outside a command trial (no trial.json to read)."""
 
 
-def write_trial_files(trial: Trial, metrics_file: Path, score_dir: Path | None, lpips: Mapping[str, str],
+def write_trial_files(trial: Trial, metrics_file: Path, score_dir: Path | None, lpips: LpipsSettings,
                       loss_seed: int) -> dict[str, str]:
     """Write ``loss_config.yaml`` and ``trial.json`` into ``trial.dir``; return the placeholder values."""
     trial.dir.mkdir(parents=True, exist_ok=True)
@@ -63,7 +64,7 @@ def write_trial_files(trial: Trial, metrics_file: Path, score_dir: Path | None, 
     }
     info = {"number": trial.number, "study": trial.study_name, "params": trial.params,
             "layer_config": trial.layer_config, "steps": trial.steps, "seed": trial.seed, "loss_seed": loss_seed,
-            "objectives": trial.objectives, "device": str(trial.device), "lpips": dict(lpips),
+            "objectives": trial.objectives, "device": str(trial.device), "lpips": settings_to_dict(lpips),
             "files": {k: v for k, v in values.items() if k in ("loss_config", "trial_dir", "metrics", "score_dir")}}
     Path(values["trial_json"]).write_text(json.dumps(info, indent=2) + "\n")
     return values
@@ -84,7 +85,7 @@ class EnvTrial(Trial):
                          layer_config=info["layer_config"], steps=info["steps"], seed=info["seed"],
                          device=str(info.get("device", "cpu")), dir=info["files"]["trial_dir"],
                          objectives=info["objectives"], reporter=self._append, loss_seed=info.get("loss_seed", 0),
-                         lpips=info.get("lpips"))
+                         lpips=LpipsSettings(**info["lpips"]) if info.get("lpips") else None)
 
     def _append(self, step: int | None, values: dict[str, float], final: bool = False) -> None:
         line = ({} if step is None else {"step": step}) | values | ({"final": True} if final else {})

@@ -21,6 +21,7 @@ import torch
 from optuna.exceptions import TrialPruned
 
 from ..lossnet.loss import LossConfig, PerceptualLoss
+from ..settings import LpipsSettings
 
 __all__ = ["Pruned", "Reporter", "Trial", "TrialFailed", "metric_value", "score_images"]
 
@@ -94,7 +95,7 @@ class Trial:
     def __init__(self, *, number: int, study_name: str, params: Mapping[str, Any], layer_config: Mapping[str, Any],
                  steps: int, seed: int, device: str | torch.device, dir: str | Path, objectives: Sequence[str],
                  reporter: Reporter | None = None, loss_seed: int = 0,
-                 lpips: Mapping[str, str] | None = None):
+                 lpips: LpipsSettings | None = None):
         self.number, self.study_name = int(number), str(study_name)
         self.params, self.layer_config = dict(params), dict(layer_config)
         self.steps, self.seed = int(steps), int(seed)
@@ -103,7 +104,7 @@ class Trial:
         self.objectives = list(objectives)
         self._reporter = reporter
         self._loss_seed = int(loss_seed)  # seeds random loss-network weights: the same net in every trial
-        self._lpips = dict(lpips or {"net": "alex", "weights": "imagenet"})
+        self._lpips = lpips or LpipsSettings(net="alex", weights="imagenet")  # the LPIPS of `layersearch score`
         self._loss: PerceptualLoss | None = None
         self._last_step: int | None = None
         self._prune: str | None = None  # the pruner's reason, once it has stopped the trial
@@ -161,8 +162,7 @@ class Trial:
     def score(self, outputs: torch.Tensor | Sequence[torch.Tensor], targets: torch.Tensor | Sequence[torch.Tensor],
               scale: int = 0) -> dict[str, float]:
         """``{"lpips", "psnr_y", "ssim_y"}`` with the protocol of `layersearch score` (see `score_images`)."""
-        return score_images(outputs, targets, scale, self._lpips.get("net", "alex"),
-                            self._lpips.get("weights", "imagenet"))
+        return score_images(outputs, targets, scale, self._lpips.net, self._lpips.weights)
 
     def __repr__(self) -> str:
         return (f"Trial(number={self.number}, study={self.study_name!r}, steps={self.steps}, seed={self.seed}, "

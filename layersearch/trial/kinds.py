@@ -9,10 +9,11 @@ data and weights), so that a start that cannot work fails before anything is cre
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..errors import LayersearchError
+from ..settings import Settings
 from .builtin import BuiltinTraining
 from .command import CommandTraining
 from .handle import Trial
@@ -39,16 +40,21 @@ class Training(Protocol):
     def __call__(self, trial: Trial) -> Any: ...
 
 
-def make_training(cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> Training:
-    """The training ``cfg['trial']`` names, not yet checked (call ``check()``, then ``prepare()``)."""
-    settings = cfg.get("trial") or {"kind": "builtin"}
-    kind = settings.get("kind", "builtin")
+def make_training(settings: Settings, log: Callable[[str], None] = print,
+                  fn: Callable[[Trial], Any] | None = None) -> Training:
+    """The training ``settings.trial`` names, not yet checked (call ``check()``, then ``prepare()``).
+
+    Args:
+        fn: the function itself for ``trial=python`` (``layersearch.sweep(train, ...)``); else ``trial.fn``
+            names it.
+    """
+    trial = settings.trial
+    kind = trial.kind
     if kind == "builtin":
-        return BuiltinTraining(cfg)
+        return BuiltinTraining(settings)
     if kind == "python":
-        return PythonTraining(settings.get("fn"))
+        return PythonTraining(fn if fn is not None else trial.fn)
     if kind == "command":
-        data = cfg.get("data") or {}
-        return CommandTraining(settings, cfg["metrics"]["lpips"], val_dir=data.get("val_dir"),
-                               scale=int(cfg.get("scale") or 0), loss_seed=int(cfg.get("seed") or 0), log=log)
+        return CommandTraining(trial, settings.metrics.lpips, val_dir=settings.data.val_dir, scale=settings.scale,
+                               loss_seed=settings.seed, log=log)
     raise TrialKindError(f"unknown trial kind {kind!r}; choose trial=builtin, trial=python or trial=command")

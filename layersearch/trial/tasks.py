@@ -17,6 +17,7 @@ from torch import nn
 
 from ..errors import ConfigValueError
 from ..lossnet.loss import PerceptualLoss
+from ..settings import ComponentSettings, DataSettings, MetricsSettings
 from .data import (
     DataError,
     center_crop,
@@ -31,24 +32,23 @@ from .data import (
 from .metrics import LPIPSMetric, psnr_y, ssim_y, style_distance
 
 
-def target_class(cfg: Mapping[str, Any]) -> type:
-    """The class named by ``cfg['_target_']``, or a one-line ConfigValueError."""
-    target = cfg.get("_target_")
+def target_class(component: ComponentSettings) -> type:
+    """The class named by ``component.target`` (a ``_target_``), or a one-line ConfigValueError."""
+    target = component.target
     try:
         return get_class(str(target))
     except Exception:
         raise ConfigValueError(f"cannot import _target_ {target!r}: is the module on PYTHONPATH?") from None
 
 
-def construct(cfg: Mapping[str, Any], **extra: Any) -> Any:
-    """Call the class named by ``cfg['_target_']`` with the other keys and ``extra``.
+def construct(component: ComponentSettings, **extra: Any) -> Any:
+    """Call the class named by ``component.target`` with its ``params`` and ``extra``.
 
     Unlike ``hydra.utils.instantiate`` this lets our own errors (DataError, ...) through unwrapped, so the
     CLI can print them as one line.
     """
-    params = {k: v for k, v in dict(cfg).items() if k != "_target_"}
-    target = cfg.get("_target_")
-    cls = target_class(cfg)
+    params, target = dict(component.params), component.target
+    cls = target_class(component)
     try:
         return cls(**params, **extra)
     except TypeError as err:
@@ -107,9 +107,9 @@ class Task:
     """Base class. Subclasses set ``objectives`` and implement the data, generator and evaluation hooks.
 
     Args:
-        data: the ``data`` config group (source and splits).
-        model: the ``model`` config group, with ``_target_`` naming the generator class.
-        metrics: the ``metrics`` config group (LPIPS net and backbone weights).
+        data: the ``data`` settings (source and splits).
+        model: the ``model`` settings: the generator class (``_target_``) and its arguments.
+        metrics: the ``metrics`` settings (LPIPS net and backbone weights).
         device: where validation data, metrics and generators live.
     """
 
@@ -122,16 +122,21 @@ class Task:
     #: that a run is evaluated in the precision it trains in (and records).
     precision = "fp32"
 
-    def __init__(self, data: Mapping, model: Mapping, metrics: Mapping, device: str | torch.device = "cpu"):
+    @classmethod
+    def label(cls, params: Mapping[str, Any]) -> str:
+        """The task's name for records (MLflow tags), from its config params, without building it."""
+        return cls.name
+
+    def __init__(self, data: DataSettings, model: ComponentSettings, metrics: MetricsSettings,
+                 device: str | torch.device = "cpu"):
         self.device = torch.device(device)
-        self.model_cfg = dict(model)
-        lpips_cfg = dict(metrics.get("lpips", {}))
-        self.lpips = LPIPSMetric(net=lpips_cfg.get("net", "alex"), weights=lpips_cfg.get("weights", "imagenet"))
+        self.model = model
+        self.lpips = LPIPSMetric(net=metrics.lpips.net, weights=metrics.lpips.weights)
         self.lpips.to(self.device)
         train = load_split(data, "train")
         self.train_names = [name for name, _ in train]
         nbytes = sum(img.numel() * img.element_size() for _, img in train)
-        self.train_on_device = keep_on_device(data.get("on_device", "auto"), nbytes, self.device,
+        self.train_on_device = keep_on_device(data.on_device, nbytes, self.device,
                                               trials_sharing_device())
         # On the device, crops and flips are cut there without a copy per step (the fast path, for small
         # data); otherwise the images stay in host memory and each batch is cut there, then copied.
@@ -140,7 +145,7 @@ class Task:
             self.train_images = _move_images(self.train_images, self.device, nbytes)
 
     def build_generator(self) -> nn.Module:
-        return construct(self.model_cfg).to(self.device)
+        return construct(self.model).to(self.device)
 
     def generate(self, model: nn.Module, inputs: torch.Tensor) -> torch.Tensor:
         """Evaluation forward: eval mode, no grad, in ``self.precision`` (bf16 autocast or fp32), output in
@@ -197,6 +202,10 @@ class SuperResolution(Task):
     objectives = ("lpips", "psnr_y")
     name = "sr_x4"
 
+    @classmethod
+    def label(cls, params):
+        return f"sr_x{params['scale']}" if "scale" in params else cls.name
+
     def __init__(self, data, model, metrics, device="cpu", scale: int = 4, blur_sigma: float = 0.0,
                  crop: int = 96, val_crop: int | None = 192):
         super().__init__(data, model, metrics, device)
@@ -215,7 +224,7 @@ class SuperResolution(Task):
         self._baseline: dict[str, float] | None = None
 
     def build_generator(self) -> nn.Module:
-        return construct(self.model_cfg, scale=self.scale).to(self.device)
+        return construct(self.model, scale=self.scale).to(self.device)
 
     def sample_batch(self, batch_size, generator):
         hr = self.training_crops(self.crop, batch_size, generator)
@@ -315,14 +324,15 @@ class StyleTransfer(Task):
         return ["content", "output", "style"], [[img.cpu() for img in row] for row in rows]
 
 
-def task_class(task_cfg: Mapping[str, Any]) -> type[Task]:
-    """The Task subclass named by ``task_cfg['_target_']``, without building it (no data loading)."""
-    cls = target_class(task_cfg)
+def task_class(task: ComponentSettings) -> type[Task]:
+    """The Task subclass named by ``task.target``, without building it (no data loading)."""
+    cls = target_class(task)
     if not (isinstance(cls, type) and issubclass(cls, Task)):
-        raise ConfigValueError(f"task._target_ {task_cfg.get('_target_')!r} is not a layersearch Task subclass")
+        raise ConfigValueError(f"task._target_ {task.target!r} is not a layersearch Task subclass")
     return cls
 
 
-def build_task(task_cfg: Mapping[str, Any], data: Mapping, model: Mapping, metrics: Mapping, device) -> Task:
-    """Instantiate the task named by ``task_cfg['_target_']`` (conf/task/*.yaml)."""
-    return construct(task_cfg, data=data, model=model, metrics=metrics, device=device)
+def build_task(task: ComponentSettings, data: DataSettings, model: ComponentSettings, metrics: MetricsSettings,
+               device) -> Task:
+    """Instantiate the task named by ``task.target`` (conf/task/*.yaml) with its params."""
+    return construct(task, data=data, model=model, metrics=metrics, device=device)

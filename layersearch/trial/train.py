@@ -12,7 +12,7 @@ import shutil
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from ..outputs import (
     save_grid,
     timestamped_dir,
 )
+from ..settings import Settings, TrainerSettings, settings_to_dict
 from .tasks import Task, build_task
 
 Callback = Callable[[int, dict[str, float]], None]
@@ -123,9 +124,9 @@ def _use_bf16(precision: str, device: torch.device) -> bool:
     return native
 
 
-def precision_used(trainer: Mapping[str, Any], device: torch.device) -> str:
+def precision_used(trainer: TrainerSettings, device: torch.device) -> str:
     """``bf16`` or ``fp32``: what ``trainer.precision`` means on ``device``; recorded next to results."""
-    return "bf16" if _use_bf16(str(trainer.get("precision", "auto")), device) else "fp32"
+    return "bf16" if _use_bf16(trainer.precision, device) else "fp32"
 
 
 def _channels_last(value: Any, device: torch.device, bf16: bool) -> bool:
@@ -173,18 +174,18 @@ class TrainResult:
 def train(
     task: Task,
     loss_fn: PerceptualLoss,
-    trainer: Mapping[str, Any],
+    trainer: TrainerSettings,
     callback: Callback | None = None,
     model: torch.nn.Module | None = None,
     result: TrainResult | None = None,
 ) -> tuple[torch.nn.Module, TrainResult]:
-    """Train ``task``'s generator with ``loss_fn`` for ``trainer['steps']`` Adam steps.
+    """Train ``task``'s generator with ``loss_fn`` for ``trainer.steps`` Adam steps.
 
     Every ``eval_every`` steps and after the last one, the validation scores (plus the mean training loss
     terms since the previous evaluation, as ``train/<term>``) go to ``callback(step, metrics)``. An
     exception raised by the callback (e.g. a pruning signal) ends the run and propagates.
 
-    ``trainer['compile']`` compiles the generator (a wrapper; ``model`` stays eager) and ``loss_fn``'s
+    ``trainer.compile`` compiles the generator (a wrapper; ``model`` stays eager) and ``loss_fn``'s
     feature extractor in place (it stays compiled for later calls).
 
     Args:
@@ -193,18 +194,18 @@ def train(
     Returns:
         The trained generator and a TrainResult.
     """
-    steps, batch_size = int(trainer["steps"]), int(trainer["batch_size"])
-    eval_every = int(trainer.get("eval_every") or steps)
+    steps, batch_size = trainer.steps, trainer.batch_size
+    eval_every = trainer.eval_every or steps
     if steps < 1 or batch_size < 1 or eval_every < 1:
         raise ConfigValueError("trainer.steps, trainer.batch_size and trainer.eval_every must be >= 1")
     device = task.device
     bf16 = precision_used(trainer, device) == "bf16"
-    seed = int(trainer.get("seed", 0))
+    seed = trainer.seed
 
     torch.manual_seed(seed)  # generator init
     if model is None:
         model = task.build_generator()
-    channels_last = _channels_last(trainer.get("channels_last", "auto"), device, bf16)
+    channels_last = _channels_last(trainer.channels_last, device, bf16)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     model.train()
@@ -212,28 +213,28 @@ def train(
     if loss_fn.extractor is not None:
         # The loss network runs channels_last unless switched off (it is faster on CPU too).
         loss_fn.extractor.use_memory_format(
-            torch.contiguous_format if trainer.get("channels_last") is False else torch.channels_last
+            torch.contiguous_format if trainer.channels_last is False else torch.channels_last
         )
     generator = model
-    if trainer.get("compile", False):
+    if trainer.compile:
         # Compiled copies share the parameters; the loss network is compiled in place (its forward only).
         generator = torch.compile(model)
         if loss_fn.extractor is not None:
             loss_fn.extractor.compile()
     task.setup_loss(loss_fn)
     task.precision = "bf16" if bf16 else "fp32"  # evaluations and previews run the generator as training does
-    optimizer = torch.optim.Adam(model.parameters(), lr=float(trainer["lr"]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=trainer.lr)
     batches = torch.Generator().manual_seed(seed)
 
     result = result if result is not None else TrainResult(metrics={})
-    check_every = _check_every(trainer.get("check_every", "auto"), device, eval_every)
+    check_every = _check_every(trainer.check_every, device, eval_every)
     # Loss terms are summed on the device and read back only at evaluations; the first non-finite step is
     # remembered on the device too (0 = none yet) and read every ``check_every`` steps: on a GPU a
     # ``.item()`` per step would make the host wait for every step to finish.
     term_sums: dict[str, torch.Tensor] = {}
     terms_seen = 0
     first_bad = torch.zeros((), dtype=torch.long, device=device)
-    bar = tqdm(total=steps, desc="train", disable=not trainer.get("progress", True), leave=False)
+    bar = tqdm(total=steps, desc="train", disable=not trainer.progress, leave=False)
     started = time.perf_counter()
     try:
         for step in range(1, steps + 1):
@@ -280,11 +281,11 @@ def train(
 # --- `layersearch train`: one run from the composed config, written to an output folder -------------
 
 
-def layer_config(cfg: Mapping[str, Any]) -> LossConfig:
+def layer_config(settings: Settings) -> LossConfig:
     """The layer config a run trains with: ``loss_file`` if given, else the ``loss`` and ``loss_net`` groups."""
-    if cfg.get("loss_file"):
-        return LossConfig.load(str(cfg["loss_file"]))
-    return LossConfig.from_mapping({"loss_net": dict(cfg["loss_net"]), **dict(cfg["loss"])})
+    if settings.loss_file:
+        return LossConfig.load(settings.loss_file)
+    return LossConfig.from_mapping({"loss_net": settings_to_dict(settings.loss_net), **settings_to_dict(settings.loss)})
 
 
 def weights_labels(loss_config: LossConfig, task: Task) -> dict[str, str]:
@@ -306,24 +307,24 @@ class TrainOutcome:
     precision: str  # bf16 or fp32: what trainer.precision resolved to here
 
 
-def train_from_config(cfg: Mapping[str, Any]) -> TrainOutcome:
-    """Compose task, loss and trainer from ``cfg``, train, and write the output folder.
+def train_from_config(settings: Settings) -> TrainOutcome:
+    """Build task, loss and trainer from ``settings``, train, and write the output folder.
 
     The folder gets ``metrics.json`` (final and per-evaluation scores, the baseline, the weights used),
     ``preview.png`` and ``config.yaml`` (the layer config trained with). It is written under a temporary
     name and renamed at the end, so a failed run leaves nothing half-written.
     """
-    out_dir = Path(cfg.get("out_dir") or timestamped_dir(cfg["paths"]["outputs_dir"], "train"))
+    out_dir = Path(settings.out_dir or timestamped_dir(settings.paths.outputs_dir, "train"))
     if out_dir.exists() and any(out_dir.iterdir()):
         raise OutputExistsError(f"out_dir {out_dir} exists and is not empty; choose another out_dir=...")
-    loss_config = layer_config(cfg)
-    device = resolve_device(cfg["trainer"]["device"])
-    task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], device)
-    loss_fn = PerceptualLoss(loss_config, seed=int(cfg.get("seed", 0)))
+    loss_config = layer_config(settings)
+    device = resolve_device(settings.trainer.device)
+    task = build_task(settings.task, settings.data, settings.model, settings.metrics, device)
+    loss_fn = PerceptualLoss(loss_config, seed=settings.seed)
     labels = weights_labels(loss_config, task)
     random_weights = any_random(loss_config.weights if loss_config.layers else None, task.lpips.weights)
-    precision = precision_used(cfg["trainer"], device)
-    model, result = train(task, loss_fn, cfg["trainer"])
+    precision = precision_used(settings.trainer, device)
+    model, result = train(task, loss_fn, settings.trainer)
     baseline = task.baseline()
 
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -333,7 +334,7 @@ def train_from_config(cfg: Mapping[str, Any]) -> TrainOutcome:
         caption = f"loss net {labels['loss_net']}, LPIPS {labels['lpips']}"
         if random_weights:
             caption = f"{RANDOM_BANNER}\n{caption}"
-        titles, rows = task.preview(model, int(cfg["trainer"].get("preview_images", 2)))
+        titles, rows = task.preview(model, settings.trainer.preview_images)
         save_grid(staging / "preview.png", titles, rows, caption)
         atomic_write_json(staging / "metrics.json", {
             "task": task.name,

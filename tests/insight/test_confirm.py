@@ -16,6 +16,7 @@ from layersearch.cli import main
 from layersearch.insight import confirm
 from layersearch.insight.stats import welch_test
 from layersearch.search.tracking import StudyTracker
+from layersearch.settings import settings_to_dict
 from layersearch.trial.train import precision_used, resolve_device
 
 MIN, MAX = "minimize", "maximize"
@@ -35,9 +36,9 @@ def make_study(root, trials, name="s", objectives=("lpips", "psnr_y"), random_we
     study = optuna.create_study(study_name=name, storage=f"sqlite:///{root}/studies/{name}/optuna.db",
                                 directions=directions)
     study.set_user_attr("objectives", list(objectives))
-    study.set_user_attr("search_space", cfg["search_space"]["name"])
-    study.set_user_attr("task", cfg["task"]["_target_"])
-    study.set_user_attr("search_space_config", cfg["search_space"])
+    study.set_user_attr("search_space", cfg.search_space["name"])
+    study.set_user_attr("task", cfg.task.target)
+    study.set_user_attr("search_space_config", settings_to_dict(cfg.search_space))
     if random_weights:
         study.set_user_attr("random_weights", True)
     for key, value in attrs.items():
@@ -86,9 +87,9 @@ def test_candidates_are_labelled_like_the_sweep_runs(tmp_path):
 
 
 def test_settings_default_to_ten_times_the_trial_and_keep_its_evaluation_count():
-    s = confirm.read_settings(smoke())  # smoke trainer: 4 steps, eval every 2
+    s = confirm.read_plan(smoke())  # smoke trainer: 4 steps, eval every 2
     assert (s.top_k, s.seeds, s.steps, s.eval_every, s.alpha) == (5, (0, 1, 2), 40, 20, 0.05)
-    s = confirm.read_settings(smoke("confirm.seeds=2", "confirm.steps=7", "confirm.first_seed=3"))
+    s = confirm.read_plan(smoke("confirm.seeds=2", "confirm.steps=7", "confirm.first_seed=3"))
     assert (s.seeds, s.steps, s.eval_every) == ((3, 4), 7, 4)
 
 
@@ -97,7 +98,7 @@ def _candidate(key, trial, baseline, short):
 
 
 def test_summary_numbers_from_known_seed_results():
-    settings = confirm.Settings(top_k=2, seeds=(0, 1, 2), steps=40, eval_every=20, alpha=0.05)
+    settings = confirm.ConfirmPlan(top_k=2, seeds=(0, 1, 2), steps=40, eval_every=20, alpha=0.05)
     objectives = [("lpips", MIN), ("psnr_y", MAX)]
     candidates = [_candidate("trial_3", 3, None, {"lpips": 0.10, "psnr_y": 18.0}),
                   _candidate("trial_1", 1, None, {"lpips": 0.20, "psnr_y": 22.0}),
@@ -178,7 +179,7 @@ def test_a_missing_study_storage_a_study_without_complete_trials_and_a_broken_sp
     assert main([*base, "study.name=empty"]) == 2
     assert "has no complete trial yet" in one_error_line(capsys)
     _nothing_written(tmp_path, "empty")
-    broken = smoke()["search_space"] | {"content": {"candidates": ["relu9_9"], "min_layers": 0, "max_layers": 1}}
+    broken = settings_to_dict(smoke().search_space) | {"content": {"candidates": ["relu9_9"], "min_layers": 0, "max_layers": 1}}
     make_study(tmp_path, TRIALS, name="moved", search_space_config=broken)
     assert main([*base, "study.name=moved"]) == 2
     assert "the search space of study 'moved' no longer composes" in one_error_line(capsys)
@@ -253,7 +254,8 @@ def test_confirm_runs_records_resumes_with_more_seeds_and_exports(tmp_path, caps
     job_run = next(r for r in runs if r.info.run_name == "confirm #1 seed 1")
     assert job_run.data.metrics["lpips"] == pytest.approx(done["trial_1", 1].values[0])
     assert job_run.data.tags["layersearch.random_weights"] == "true" and "layersearch.trial" not in job_run.data.tags
-    assert job_run.data.tags["layersearch.precision"] == precision_used({"precision": "auto"}, resolve_device("auto"))
+    assert job_run.data.tags["layersearch.precision"] == precision_used(smoke("trainer.precision=auto").trainer,
+                                                                             resolve_device("auto"))
 
     # A third seed, with MLflow failing: only the two new runs train, Optuna keeps them, one warning line.
     started = {key: t.datetime_start for key, t in done.items()}

@@ -58,13 +58,13 @@ def test_a_named_study_gives_the_layers_and_keeps_a_copy_for_the_report(tmp_path
     study.set_user_attr("search_space_config", space)
     cfg = smoke(*TINY, f"paths.studies_dir={tmp_path}/studies", "study.name=s", f"out_dir={tmp_path}/out",
                 f"tracking.uri=sqlite:///{tmp_path}/studies/mlflow.db")
-    StudyTracker(cfg["tracking"]["uri"], "s", "sqlite:///x.db")  # the study's MLflow experiment
+    StudyTracker(cfg.tracking.uri, "s", "sqlite:///x.db")  # the study's MLflow experiment
     result = inspect_layers(cfg)
     assert [r["layer"] for r in result.layers] == ["relu1_1", "relu2_1"]
     kept = tmp_path / "studies" / "s" / "inspect"
     assert (kept / "inspect.png").exists() and json.loads((kept / "inspect.json").read_text())["study"] == "s"
-    runs = mlflow.MlflowClient(cfg["tracking"]["uri"]).search_runs(
-        [find_experiment(cfg["tracking"]["uri"], "s")], "attributes.run_name = 'inspect'")
+    runs = mlflow.MlflowClient(cfg.tracking.uri).search_runs(
+        [find_experiment(cfg.tracking.uri, "s")], "attributes.run_name = 'inspect'")
     assert len(runs) == 1 and runs[0].data.tags["layersearch.random_weights"] == "true"
     report = build_report(cfg).out_dir  # the report embeds the latest inspection
     assert (report / "inspect.png").exists() and "relu2_1" in (report / "report.md").read_text()

@@ -21,13 +21,14 @@ from layersearch.insight.analysis import importances, summarize_study
 from layersearch.insight.effects import layer_effects
 from layersearch.insight.report import build_report
 from layersearch.search.tracking import StudyTracker
+from layersearch.settings import Settings
 
 SECTIONS = ["The answer", "Pareto front", "Optimisation history", "Per-layer effect", "Importance", "Top trials",
             "Style task", "What each layer keeps"]
 
 
-def make(tmp_path: Path, name: str = "s", n: int = 12, **kwargs) -> dict:
-    """A fake study on disk and the composed config that reads it."""
+def make(tmp_path: Path, name: str = "s", n: int = 12, **kwargs) -> Settings:
+    """A fake study on disk and the settings that read it."""
     (tmp_path / "studies" / name).mkdir(parents=True, exist_ok=True)
     fake_study(f"sqlite:///{tmp_path}/studies/{name}/optuna.db", name, n, **kwargs)
     return smoke(f"paths.studies_dir={tmp_path}/studies", f"study.name={name}",
@@ -65,8 +66,8 @@ def check_html(folder: Path) -> list[str]:
 def test_report_has_every_section_in_order(tmp_path, capsys):
     cfg = make(tmp_path, n=12, n_pruned=2, n_failed=1)
     assert main(["report", *[f"{k}={v}" for k, v in {
-        "preset": "smoke", "paths.studies_dir": cfg["paths"]["studies_dir"], "study.name": "s",
-        "tracking.uri": cfg["tracking"]["uri"]}.items()]]) == 0
+        "preset": "smoke", "paths.studies_dir": cfg.paths.studies_dir, "study.name": "s",
+        "tracking.uri": cfg.tracking.uri}.items()]]) == 0
     out = capsys.readouterr().out
     folder = tmp_path / "studies" / "s" / "report"
     assert f"wrote {folder}/index.html" in out and "RANDOM WEIGHTS" in out
@@ -141,7 +142,7 @@ def test_report_links_trial_runs_and_logs_to_the_summary_run(tmp_path):
     import mlflow
 
     cfg = make(tmp_path, n=10)
-    uri = cfg["tracking"]["uri"]
+    uri = cfg.tracking.uri
     tracker = StudyTracker(uri, "s", "sqlite:///x.db", tags={"layersearch.lpips": "alex/random"})
     run_ids = {}
     for number in (0, 1, 2):  # trials 0-2 have runs, the others do not: they get no link
@@ -161,7 +162,7 @@ def test_mlflow_failure_keeps_the_files(tmp_path, monkeypatch, recwarn):
     import mlflow
 
     cfg = make(tmp_path, n=10)
-    StudyTracker(cfg["tracking"]["uri"], "s", "sqlite:///x.db").log_summary([], [], "sqlite:///x.db")
+    StudyTracker(cfg.tracking.uri, "s", "sqlite:///x.db").log_summary([], [], "sqlite:///x.db")
 
     def broken(*args, **kwargs):
         raise OSError("disk full")

@@ -16,11 +16,12 @@ from layersearch.insight.analysis import importances, pareto_front, summarize_st
 from layersearch.insight.effects import step_effects
 from layersearch.insight.report import build_report
 from layersearch.search.noise import NO_ESTIMATE
+from layersearch.settings import Settings
 
 NETWORKS = {"vgg16": ["relu2_2", "relu3_3", "relu4_3"], "resnet18": ["layer1", "layer2", "layer3"]}
 
 
-def make(tmp_path: Path, n: int, **kwargs) -> dict:
+def make(tmp_path: Path, n: int, **kwargs) -> Settings:
     (tmp_path / "studies" / "s").mkdir(parents=True, exist_ok=True)
     fake_study(f"sqlite:///{tmp_path}/studies/s/optuna.db", "s", n, **kwargs)
     return smoke(f"paths.studies_dir={tmp_path}/studies", "study.name=s",
@@ -66,7 +67,7 @@ def test_pruned_trials_give_the_effect_at_an_early_step(tmp_path):
     assert "10 pruned trials are missing from this table" in md
     at_step = rows(folder / "layers_at_step.csv")
     assert {r["step"] for r in at_step} == {"1"} and {r["n_trials"] for r in at_step} == {"30"}
-    summary = summarize_study(optuna.load_study(study_name="s", storage=cfg["study"]["storage"]
+    summary = summarize_study(optuna.load_study(study_name="s", storage=cfg.study.storage
                                                 or f"sqlite:///{tmp_path}/studies/s/optuna.db"))
     # Pruned trials stop after step 1 or 2 (half each), complete ones report steps 1-3.
     assert (step_effects(summary, 0.8).step, step_effects(summary, 0.8).n_trials) == (2, 25)
@@ -77,8 +78,8 @@ def test_pruned_trials_give_the_effect_at_an_early_step(tmp_path):
 
 def test_bad_step_share_is_one_line(tmp_path, capsys):
     cfg = make(tmp_path, 8)
-    args = ["preset=smoke", f"paths.studies_dir={cfg['paths']['studies_dir']}", "study.name=s",
-            f"tracking.uri={cfg['tracking']['uri']}"]
+    args = ["preset=smoke", f"paths.studies_dir={cfg.paths.studies_dir}", "study.name=s",
+            f"tracking.uri={cfg.tracking.uri}"]
     assert main(["report", *args, "report.step_share=1.5"]) == 2
     assert "report.step_share must be a number in (0, 1]" in one_error_line(capsys)
     assert not (tmp_path / "studies" / "s" / "report").exists()
@@ -135,4 +136,4 @@ def test_step_share_outside_0_1_is_refused(tmp_path, share):
     from layersearch.insight.report import step_share
 
     with pytest.raises(ConfigValueError, match="report.step_share"):
-        step_share({"step_share": share})
+        step_share(share)

@@ -105,4 +105,4 @@ def test_arguments_are_validated(kwargs, message):
 @pytest.mark.parametrize("n_objectives", [1, 2])
 def test_make_pruner_refuses_bad_median_arguments_as_a_study_error(n_objectives):
     with pytest.raises(StudyError, match="warm"):
-        make_pruner("median", n_objectives, n_startup=1, n_warmup=-1, trainer={"steps": 10})
+        make_pruner("median", n_objectives, n_startup=1, n_warmup=-1, steps=10, eval_every=None)

@@ -14,7 +14,7 @@ import mlflow
 import optuna
 import pytest
 from conftest import PG_PASSWORD, new_db
-from helpers import Watched, console_script, free_port
+from helpers import Watched, console_script, free_port, storage_args
 from optuna.trial import TrialState
 from test_workers import FINISHED, KILL_ARGS, SMOKE, _running_trial_of_a_worker
 
@@ -27,7 +27,7 @@ pytestmark = pytest.mark.slow
 def _trials(storage: str, name: str) -> list:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return optuna.load_study(study_name=name, storage=open_storage(storage, create=False)).get_trials()
+        return optuna.load_study(study_name=name, storage=open_storage(storage, create=False, **storage_args())).get_trials()
 
 
 def _check_study(storage: str, tracking: str, name: str, n_trials: int) -> None:

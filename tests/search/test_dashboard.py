@@ -15,7 +15,7 @@ import warnings
 import optuna
 import pytest
 from conftest import PG_PASSWORD
-from helpers import Watched, console_script, free_port, one_error_line
+from helpers import Watched, console_script, free_port, one_error_line, storage_args
 
 from layersearch.cli import main
 from layersearch.search.dashboard import dashboard_url
@@ -28,7 +28,7 @@ NAME = "sr-layers-7"
 def _make_study(url: str, n: int = 3) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        storage = open_storage(url)
+        storage = open_storage(url, **storage_args())
         with storage_lock(url):
             study = optuna.create_study(study_name=NAME, storage=storage, directions=["minimize", "maximize"])
     for i in range(n):

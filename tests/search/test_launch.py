@@ -7,27 +7,34 @@ import pickle
 import subprocess
 import sys
 import types
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
 import optuna
 import pytest
 from conftest import PG_PASSWORD
-from helpers import console_script, fake_gpus
+from helpers import console_script, fake_gpus, smoke
 from optuna.trial import TrialState
 from test_workers import SMOKE
 
 from layersearch.search import launch
 from layersearch.search.storage import database_url, scrub
+from layersearch.settings import Settings
 
 SECRET_URL = "postgresql://alice:pw-s3cret@db.example/optuna"
 
 
-def _cfg(tmp_path: Path) -> dict:
-    return {"study": {"name": "w", "storage": SECRET_URL, "seed": 0},
-            "tracking": {"uri": "postgresql://bob:tr-s3cret@db.example/mlflow"},
-            "paths": {"studies_dir": str(tmp_path / "studies")},
-            "launcher": {"name": "slurm", "cluster": "local", "array_size": 2, "wait": True}}
+def _cfg(tmp_path: Path) -> Settings:
+    s = smoke("launcher=slurm")
+    return replace(s, study=replace(s.study, name="w", storage=SECRET_URL, seed=0),
+                   tracking=replace(s.tracking, uri="postgresql://bob:tr-s3cret@db.example/mlflow"),
+                   paths=replace(s.paths, studies_dir=str(tmp_path / "studies")),
+                   launcher=replace(s.launcher, name="slurm", cluster="local", array_size=2, wait=True))
+
+
+def _device(cfg: Settings, device: str) -> Settings:
+    return replace(cfg, trainer=replace(cfg.trainer, device=device))
 
 
 def test_scrub_removes_passwords_from_foreign_text():
@@ -76,7 +83,7 @@ def test_slurm_submission_holds_no_password(tmp_path, monkeypatch):
     monkeypatch.delenv(launch.STORAGE_ENV, raising=False)
     monkeypatch.delenv(launch.TRACKING_ENV, raising=False)
     cfg = _cfg(tmp_path)
-    cfg["launcher"].update(partition="gpu", gpus_per_job=2, time_min=30)
+    cfg = replace(cfg, launcher=replace(cfg.launcher, partition="gpu", gpus_per_job=2, time_min=30))
     assert launch._run_slurm(cfg, 2) == {0: 0, 1: 0}
     assert b"s3cret" not in submitted["payload"] and b"alice:***@db.example" in submitted["payload"]
     assert os.environ[launch.STORAGE_ENV] == SECRET_URL  # exported to the jobs by sbatch, not written
@@ -124,17 +131,17 @@ def test_workers_are_pinned_to_their_gpu_and_share_the_cores(tmp_path, monkeypat
     monkeypatch.setattr(launch, "WORKER_COMMAND", [sys.executable, "-c", WORKER_ENV_SCRIPT])
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     cores = len(os.sched_getaffinity(0))
-    cfg = {**_cfg(tmp_path), "trainer": {"device": "cuda:1"}}
+    cfg = _device(_cfg(tmp_path), "cuda:1")
     launch._run_local(cfg, 4, launch.gpu_plan(4, 2, ["0", "1"]))
     # Each worker sees its GPU alone, as cuda:0, knows how many trials share it, and gets its share of the
     # cores: GPU workers too (their scoring and data work run on the CPU).
     share = str(max(1, cores // 4))
     assert _worker_lines(tmp_path, 4) == [["0", share, "2", "cuda"], ["0", share, "2", "cuda"],
                                           ["1", share, "2", "cuda"], ["1", share, "2", "cuda"]]
-    launch._run_local({**cfg, "trainer": {"device": "cpu"}}, 2, [None, None])  # CPU workers share the cores
+    launch._run_local(_device(cfg, "cpu"), 2, [None, None])  # CPU workers share the cores
     assert _worker_lines(tmp_path, 2) == [["None", str(max(1, cores // 2)), "None", "cpu"]] * 2
     monkeypatch.setenv("OMP_NUM_THREADS", "7")  # the user's own setting is kept
-    launch._run_local({**cfg, "trainer": {"device": "auto"}}, 2, ["3", "3"])
+    launch._run_local(_device(cfg, "auto"), 2, ["3", "3"])
     assert _worker_lines(tmp_path, 2) == [["3", "7", "2", "auto"]] * 2
 
 
@@ -144,8 +151,10 @@ def test_an_explicit_gpu_index_pins_every_worker_to_that_gpu(monkeypatch):
     fake_gpus(monkeypatch, ["Fake GPU"] * 2)
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,6")
 
+    cfg = smoke()
+
     def gpus(device: str) -> list[str]:
-        return launch._visible_gpus({"trainer": {"device": device}})
+        return launch._visible_gpus(_device(cfg, device))
 
     assert gpus("auto") == gpus("cuda") == ["4", "6"]
     assert gpus("cuda:1") == ["6"]  # the second visible GPU, for every worker

@@ -3,6 +3,8 @@ another network, a smoke sweep over networks."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import optuna
 import pytest
 import torch
@@ -25,7 +27,7 @@ def test_the_sweep_warns_once_when_lpips_grades_with_a_searched_network(tmp_path
                       "(metrics.lpips.net=alex): lpips rewards alexnet trials for matching its own features; "
                       "metrics.lpips.net=vgg would grade independently"]
     lines.clear()
-    prepare_study({**cfg, "metrics": {**cfg["metrics"], "lpips": {**cfg["metrics"]["lpips"], "net": "vgg"}}},
+    prepare_study(replace(cfg, metrics=replace(cfg.metrics, lpips=replace(cfg.metrics.lpips, net="vgg"))),
                   log=lines.append, tracker=False)
     assert not [line for line in lines if "LPIPS" in line]
 

@@ -11,7 +11,7 @@ import mlflow
 import optuna
 import pytest
 from conftest import PG_PASSWORD
-from helpers import Watched, console_script
+from helpers import Watched, console_script, storage_args
 from optuna.trial import TrialState
 from test_workers import BLOCKING, SMOKE, blocking_env, check_killed_worker_study, started_trial
 
@@ -22,12 +22,13 @@ from layersearch.search.tracking import StudyTracker
 def test_postgres_storage_and_schema_creation_race(postgres_db, postgres_tracking, tmp_path):
     # Four threads create Optuna's and MLflow's schemas on one new database at the same moment.
     errors: list[BaseException] = []
+    times = storage_args()  # composed here: Hydra's compose is not thread-safe
 
     def start() -> None:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                storage = open_storage(postgres_db)
+                storage = open_storage(postgres_db, **times)
                 with storage_lock(postgres_db):
                     optuna.create_study(study_name="race", storage=storage, load_if_exists=True)
             StudyTracker(postgres_tracking, "race", postgres_db, artifacts=str(tmp_path / "artifacts"))
@@ -40,7 +41,7 @@ def test_postgres_storage_and_schema_creation_race(postgres_db, postgres_trackin
     for t in threads:
         t.join(timeout=300)
     assert errors == []
-    assert optuna.study.get_all_study_names(open_storage(postgres_db)) == ["race"]
+    assert optuna.study.get_all_study_names(open_storage(postgres_db, **storage_args())) == ["race"]
     client = mlflow.MlflowClient(tracking_uri=database_url(postgres_tracking))
     exp = client.get_experiment_by_name("race")
     assert exp.artifact_location == (tmp_path / "artifacts" / "race").as_uri()

@@ -12,6 +12,7 @@ import optuna
 import pytest
 import sqlalchemy.exc as sa
 from conftest import PG_PASSWORD
+from helpers import storage_args
 from optuna.trial import TrialState
 
 from layersearch.search import retry
@@ -105,7 +106,7 @@ def test_opening_a_store_is_not_retried(fast):
 def pg_study(postgres_db):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        storage = open_storage(postgres_db, heartbeat_s=1, grace_s=1)
+        storage = open_storage(postgres_db, **storage_args(heartbeat_s=1, grace_s=1))
         with storage_lock(postgres_db):
             study = optuna.create_study(study_name="blip", storage=storage)
     return study, storage
@@ -184,7 +185,7 @@ def test_a_journal_append_that_fails_midway_is_cut_back_and_written_again(tmp_pa
     import os
 
     url = f"journal:///{tmp_path}/journal.log"
-    study = optuna.create_study(study_name="j", storage=open_storage(url))
+    study = optuna.create_study(study_name="j", storage=open_storage(url, **storage_args()))
     real_fsync, calls = os.fsync, {"n": 0}
 
     def fsync(fd):  # the line is written, then the file system fails before it is on disk
@@ -198,7 +199,7 @@ def test_a_journal_append_that_fails_midway_is_cut_back_and_written_again(tmp_pa
     study.tell(trial, 1.0)
     monkeypatch.undo()
     assert calls["n"] > 1
-    again = optuna.load_study(study_name="j", storage=open_storage(url, create=False))
+    again = optuna.load_study(study_name="j", storage=open_storage(url, create=False, **storage_args()))
     assert [(t.number, t.state) for t in again.trials] == [(0, TrialState.COMPLETE)]
     lines = (tmp_path / "journal.log").read_text().splitlines()
     assert len(lines) == len(set(lines))  # no line written twice, none half-written

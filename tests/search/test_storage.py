@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
 import pytest
 from helpers import smoke, wait_until
 
+from layersearch.config import load_settings
 from layersearch.search import storage as storage_module
 from layersearch.search.storage import (
     StudyError,
@@ -18,18 +20,24 @@ from layersearch.search.storage import (
     sqlite_path,
     storage_url,
 )
+from layersearch.settings import StudySettings
+
+
+def study(**changes) -> StudySettings:
+    """conf's study settings with ``changes``."""
+    return replace(load_settings([]).study, **changes)
 
 
 def test_default_storage_lives_in_the_studies_dir():
-    assert storage_url({"name": "sr1", "storage": None}, "studies") == "sqlite:///studies/sr1/optuna.db"
-    assert storage_url({"name": "sr1", "storage": None}, "/data/runs") == "sqlite:////data/runs/sr1/optuna.db"
-    assert storage_url({"name": "sr1", "storage": "postgresql://u@h/db"}, "studies") == "postgresql://u@h/db"
+    assert storage_url(study(name="sr1", storage=None), "studies") == "sqlite:///studies/sr1/optuna.db"
+    assert storage_url(study(name="sr1", storage=None), "/data/runs") == "sqlite:////data/runs/sr1/optuna.db"
+    assert storage_url(study(name="sr1", storage="postgresql://u@h/db"), "studies") == "postgresql://u@h/db"
 
 
 def test_paths_group_moves_the_default_stores():
     cfg = smoke("paths.studies_dir=/tmp/elsewhere")
-    assert cfg["tracking"]["uri"] == "sqlite:////tmp/elsewhere/mlflow.db"
-    assert storage_url(cfg["study"], cfg["paths"]["studies_dir"]).startswith("sqlite:////tmp/elsewhere/")
+    assert cfg.tracking.uri == "sqlite:////tmp/elsewhere/mlflow.db"
+    assert storage_url(cfg.study, cfg.paths.studies_dir).startswith("sqlite:////tmp/elsewhere/")
 
 
 @pytest.mark.parametrize(
@@ -49,11 +57,11 @@ def test_sqlite_path(url, path):
 def test_load_study_names_what_is_there(tmp_path):
     url = f"sqlite:///{tmp_path}/s/optuna.db"
     with pytest.raises(StudyError, match="no study storage"):
-        load_study({"name": "s", "storage": url}, tmp_path)
+        load_study(study(name="s", storage=url), tmp_path)
     (tmp_path / "s").mkdir()
     optuna.create_study(study_name="other", storage=url)
     with pytest.raises(StudyError, match="studies there: other"):
-        load_study({"name": "s", "storage": url}, tmp_path)
+        load_study(study(name="s", storage=url), tmp_path)
 
 
 def running_trial_with_grace(tmp_path, grace_s: int = 1) -> tuple[optuna.Study, optuna.Trial]:

@@ -9,7 +9,7 @@ import optuna
 import pytest
 import torch
 import yaml
-from helpers import one_error_line, run_cli
+from helpers import one_error_line, run_cli, smoke
 
 from layersearch import PerceptualLoss
 from layersearch.cli import main
@@ -53,7 +53,8 @@ def test_smoke_sweep_resume_and_export_through_console_script(tmp_path):
     for t in trials:
         run = by_trial[t.number]
         assert run.data.tags["layersearch.random_weights"] == "true"
-        assert run.data.tags["layersearch.precision"] == precision_used({"precision": "auto"}, resolve_device("auto"))
+        assert run.data.tags["layersearch.precision"] == precision_used(smoke("trainer.precision=auto").trainer,
+                                                                                  resolve_device("auto"))
         assert {k: run.data.params[k] for k in t.params} == {k: str(v) for k, v in t.params.items()}
         if t.state == optuna.trial.TrialState.COMPLETE:
             for metric in ("lpips", "psnr_y"):

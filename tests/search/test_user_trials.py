@@ -12,7 +12,7 @@ import mlflow
 import optuna
 import pytest
 import yaml
-from helpers import one_error_line
+from helpers import one_error_line, storage_args
 from optuna.trial import TrialState
 
 import layersearch
@@ -209,7 +209,7 @@ def test_a_function_sweep_with_two_workers_gets_exactly_n_trials(in_tmp, monkeyp
     assert result.counts["complete"] == 6
     from layersearch.search.storage import open_storage
 
-    storage = open_storage(f"journal:///{in_tmp}/studies/two/journal.log", create=False)
+    storage = open_storage(f"journal:///{in_tmp}/studies/two/journal.log", create=False, **storage_args())
     trials = optuna.load_study(study_name="two", storage=storage).trials
     assert sum(t.state == TrialState.COMPLETE for t in trials) == 6
     assert len(list((in_tmp / "studies/two/logs").glob("worker-*.log"))) == 2  # two worker processes ran

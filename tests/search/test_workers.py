@@ -11,16 +11,18 @@ import subprocess
 import threading
 import time
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
 import optuna
 import pytest
 import torch
-from helpers import Watched, console_script, one_error_line
+from helpers import Watched, console_script, one_error_line, storage_args
 from optuna.trial import TrialState
 
 from layersearch.cli import main
+from layersearch.config import load_settings
 from layersearch.search import loop, outcome
 from layersearch.search.launch import gpu_plan, n_workers
 from layersearch.search.storage import (
@@ -31,6 +33,7 @@ from layersearch.search.storage import (
     storage_url,
 )
 from layersearch.search.study import reserve_trial
+from layersearch.settings import StudySettings
 from layersearch.trial import builtin
 
 SMOKE = ["preset=smoke", "search_space.baselines=[]"]
@@ -45,7 +48,7 @@ def mlflow_uri(tmp_path_factory) -> str:
 def _study(url: str, name: str = "s") -> optuna.Study:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return optuna.create_study(study_name=name, storage=open_storage(url, heartbeat_s=1, grace_s=2),
+        return optuna.create_study(study_name=name, storage=open_storage(url, **storage_args(heartbeat_s=1, grace_s=2)),
                                    load_if_exists=True)
 
 
@@ -119,12 +122,17 @@ def test_heartbeat_thread_keeps_a_trial_alive_and_a_dead_one_is_failed_and_retri
     assert [t.state for t in study.get_trials()] == [TrialState.FAIL, TrialState.FAIL]
 
 
+def _study_settings(**changes) -> StudySettings:
+    """conf's study settings with ``changes``."""
+    return replace(load_settings([]).study, **changes)
+
+
 def test_default_storage_is_a_journal_for_workers_and_keeps_its_kind(tmp_path):
-    assert storage_url({"name": "a", "workers": 3}, tmp_path) == f"journal:///{tmp_path}/a/journal.log"
-    assert storage_url({"name": "a", "workers": 1}, tmp_path) == f"sqlite:///{tmp_path}/a/optuna.db"
+    assert storage_url(_study_settings(name="a", workers=3), tmp_path) == f"journal:///{tmp_path}/a/journal.log"
+    assert storage_url(_study_settings(name="a", workers=1), tmp_path) == f"sqlite:///{tmp_path}/a/optuna.db"
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "journal.log").write_text("")
-    assert storage_url({"name": "b", "workers": 1}, tmp_path).startswith("journal:")  # readers find it
+    assert storage_url(_study_settings(name="b", workers=1), tmp_path).startswith("journal:")  # readers find it
 
 
 def test_workers_on_an_existing_sqlite_study_are_refused(tmp_path, monkeypatch, capsys, mlflow_uri):
@@ -139,10 +147,10 @@ def test_trials_per_device_plan():
     assert gpu_plan(4, 2, ["0", "1"]) == ["0", "0", "1", "1"]
     assert gpu_plan(3, 1, ["3", "5"]) == ["3", "5", "3"]
     assert gpu_plan(2, 2, []) == [None, None]
-    study = {"workers": 1, "trials_per_device": 3}
-    assert n_workers({"study": study}, ["0", "1"]) == 6  # k per visible GPU
-    assert n_workers({"study": study}, []) == 3  # on CPU: the same as workers=k
-    assert n_workers({"study": {"workers": 4, "trials_per_device": 2}}, ["0", "1"]) == 4
+    study = _study_settings(workers=1, trials_per_device=3)
+    assert n_workers(study, ["0", "1"]) == 6  # k per visible GPU
+    assert n_workers(study, []) == 3  # on CPU: the same as workers=k
+    assert n_workers(_study_settings(workers=4, trials_per_device=2), ["0", "1"]) == 4
 
 
 def _mlflow_runs(uri: str, name: str) -> list:
@@ -316,7 +324,7 @@ def _running_trial_of_a_worker(storage_url_: str, name: str, exclude_pid: int):
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            study = optuna.load_study(study_name=name, storage=open_storage(storage_url_, create=False))
+            study = optuna.load_study(study_name=name, storage=open_storage(storage_url_, create=False, **storage_args()))
     except Exception:
         return None
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -344,7 +352,7 @@ def check_killed_worker_study(storage: str, tracking: str, name: str, n_trials: 
     """The done-when checks: exactly n_trials finished, none running, the dead trial failed and retried."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        trials = optuna.load_study(study_name=name, storage=open_storage(storage, create=False)).get_trials()
+        trials = optuna.load_study(study_name=name, storage=open_storage(storage, create=False, **storage_args())).get_trials()
     assert sum(t.state in FINISHED for t in trials) == n_trials
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
     dead = trials[killed]

@@ -18,6 +18,7 @@ from helpers import wait_until
 
 from layersearch import Pruned, Trial, TrialFailed
 from layersearch.errors import ConfigValueError
+from layersearch.settings import LpipsSettings, TrialSettings
 from layersearch.trial.command import PLACEHOLDERS, CommandError, CommandTraining
 from layersearch.trial.processes import group_members
 
@@ -26,8 +27,8 @@ PY = sys.executable
 
 
 def training(cmd: str, log=None, **settings) -> CommandTraining:
-    settings = {"cmd": cmd, "kill_grace_s": 0.5, "poll_s": 0.05, **settings}
-    return CommandTraining(settings, {"net": "alex", "weights": "random"}, log=log or (lambda text: None))
+    settings = TrialSettings(kind="command", **{"cmd": cmd, "kill_grace_s": 0.5, "poll_s": 0.05, **settings})
+    return CommandTraining(settings, LpipsSettings(net="alex", weights="random"), log=log or (lambda text: None))
 
 
 def trial(tmp_path, reporter=None, number: int = 4) -> Trial:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import math
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -41,14 +42,14 @@ def _needs_cuda():
 
 def make(*overrides: str):
     cfg = smoke("trainer.device=cuda", *overrides)
-    task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], CUDA)
+    task = build_task(cfg.task, cfg.data, cfg.model, cfg.metrics, CUDA)
     return cfg, task, PerceptualLoss(layer_config(cfg))
 
 
 def test_train_on_cuda_uses_bf16_autocast_and_channels_last(monkeypatch):
     cfg, task, loss_fn = make("trainer.precision=auto")
     bf16 = cuda_has_native_bf16(CUDA)  # auto: bf16 from compute capability 8.0 (Ampere) on, else fp32
-    assert precision_used(cfg["trainer"], CUDA) == ("bf16" if bf16 else "fp32")
+    assert precision_used(cfg.trainer, CUDA) == ("bf16" if bf16 else "fp32")
     seen = {}
     original = task.loss
 
@@ -58,7 +59,7 @@ def test_train_on_cuda_uses_bf16_autocast_and_channels_last(monkeypatch):
         return original(loss_fn, outputs, targets)
 
     monkeypatch.setattr(task, "loss", spy)
-    model, result = train(task, loss_fn, cfg["trainer"])
+    model, result = train(task, loss_fn, cfg.trainer)
     assert seen == {"autocast": bf16, "dtype": torch.bfloat16 if bf16 else None}
     conv_weights = [p for p in model.parameters() if p.dim() == 4]
     assert conv_weights and all(p.is_contiguous(memory_format=torch.channels_last) for p in conv_weights)
@@ -74,7 +75,7 @@ def test_evaluation_runs_in_the_precision_of_the_run(precision):
     seen = []
     model.register_forward_hook(lambda module, args, out: seen.append(
         (module.training, torch.is_autocast_enabled("cuda") and torch.get_autocast_dtype("cuda"))))
-    _, result = train(task, loss_fn, cfg["trainer"], model=model)
+    _, result = train(task, loss_fn, cfg.trainer, model=model)
     expected = torch.bfloat16 if precision == "bf16" else False
     assert {autocast for training, autocast in seen if not training} == {expected}  # evaluations
     assert {autocast for training, autocast in seen if training} == {expected}
@@ -83,7 +84,7 @@ def test_evaluation_runs_in_the_precision_of_the_run(precision):
 
 def test_the_style_task_trains_in_bf16_with_its_fixed_grams_on_the_gpu():
     cfg, task, loss_fn = make("task=style", "loss=johnson_style", "trainer.precision=bf16")
-    model, result = train(task, loss_fn, cfg["trainer"])
+    model, result = train(task, loss_fn, cfg.trainer)
     grams = [t for name, t in loss_fn.named_buffers() if name.startswith("fixed_gram")]
     assert grams and all(t.device.type == "cuda" and t.dtype == torch.float32 for t in grams)
     assert {"content_lpips", "style_distance", "train/total"} <= set(result.metrics)
@@ -113,7 +114,7 @@ def test_the_deferred_non_finite_check_names_the_first_bad_step_on_cuda(monkeypa
     monkeypatch.setattr(task, "loss", poisoned)
     with pytest.raises(NonFiniteLossError, match=r"at step 3 \("):
         # check_every=auto on CUDA: the flag is read at evaluations only (step 4), and names step 3.
-        train(task, loss_fn, {**cfg["trainer"], "steps": 8, "eval_every": 4, "check_every": "auto"})
+        train(task, loss_fn, replace(cfg.trainer, steps=8, eval_every=4, check_every="auto"))
     assert len(calls) == 4
 
 
@@ -122,7 +123,7 @@ def test_training_images_kept_in_host_memory_still_train_on_the_gpu():
     assert not task.train_on_device and task.train_images[0].device.type == "cpu"
     inputs, targets = task.sample_batch(2, torch.Generator().manual_seed(0))
     assert inputs.is_cuda and targets.is_cuda
-    _, result = train(task, loss_fn, cfg["trainer"])
+    _, result = train(task, loss_fn, cfg.trainer)
     assert all(math.isfinite(v) for v in result.metrics.values())
     _, on_device, _ = make()  # the sample photos are small: auto keeps them on the GPU
     assert on_device.train_on_device and on_device.train_images[0].is_cuda

@@ -14,6 +14,8 @@ import pytest
 import torch
 from PIL import Image, ImageFile
 
+from layersearch.config import load_settings
+from layersearch.settings import DataSettings
 from layersearch.trial import data as D
 from layersearch.trial.data import DataError
 
@@ -218,17 +220,19 @@ def test_samples_cached_identical_objects():
 
 
 def test_load_split(tmp_path, rgb8):
-    assert [n for n, _ in D.load_split({"source": "samples", "train": None, "val": None}, "val")] == list(
-        D.SAMPLE_VAL
-    )
-    assert [n for n, _ in D.load_split({"source": "samples", "val": ["coffee"]}, "val")] == ["coffee"]
+    assert [n for n, _ in D.load_split(DataSettings(source="samples", on_device="auto", train=None, val=None),
+                                       "val")] == list(D.SAMPLE_VAL)
+    assert [n for n, _ in D.load_split(DataSettings(source="samples", on_device="auto", val=["coffee"]),
+                                       "val")] == ["coffee"]
     iio.imwrite(tmp_path / "a.png", rgb8)
-    got = D.load_split({"source": "folder", "train_dir": str(tmp_path), "val_dir": "???"}, "train")
+    # data=folder with data.val_dir left at conf's "???" (unset)
+    folder = load_settings(["data=folder", f"data.train_dir={tmp_path}"]).data
+    got = D.load_split(folder, "train")
     assert [n for n, _ in got] == ["a.png"]
     with pytest.raises(DataError, match="data.val_dir is not set"):
-        D.load_split({"source": "folder", "train_dir": str(tmp_path), "val_dir": "???"}, "val")
+        D.load_split(folder, "val")
     with pytest.raises(DataError, match="unknown data.source 'web'"):
-        D.load_split({"source": "web"}, "train")
+        D.load_split(DataSettings(source="web", on_device="auto"), "train")
 
 
 # --------------------------------------------------------------------------------------------------- crops

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from layersearch import PerceptualLoss, Pruned, Trial, TrialFailed
+from layersearch.settings import LpipsSettings
 from layersearch.trial.handle import metric_value
 from layersearch.trial.score import score_folders
 
@@ -16,7 +17,7 @@ LAYERS = {"loss_net": {"arch": "vgg16", "weights": "random"}, "content_layers": 
 def handle(tmp_path, reporter=None, **kwargs) -> Trial:
     return Trial(number=3, study_name="s", params={"use_relu1_2": True}, layer_config=LAYERS, steps=10, seed=1,
                  device="cpu", dir=tmp_path / "t3", objectives=["lpips"], reporter=reporter,
-                 lpips={"net": "alex", "weights": "random"}, **kwargs)
+                 lpips=LpipsSettings(net="alex", weights="random"), **kwargs)
 
 
 def test_values_are_converted_to_floats_and_must_be_finite():

@@ -13,6 +13,7 @@ from torch import nn
 from layersearch.errors import ConfigValueError
 from layersearch.lossnet.loss import PerceptualLoss
 from layersearch.lossnet.weights import RandomWeightsWarning
+from layersearch.settings import Settings
 from layersearch.trial.data import DataError, degrade
 from layersearch.trial.metrics import PSNR_CAP_DB
 from layersearch.trial.tasks import (
@@ -27,10 +28,10 @@ from layersearch.trial.tasks import (
 from layersearch.trial.train import layer_config
 
 
-def make_task(cfg: dict):
+def make_task(cfg: Settings):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
-        return build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], "cpu")
+        return build_task(cfg.task, cfg.data, cfg.model, cfg.metrics, "cpu")
 
 
 @pytest.fixture(scope="module")
@@ -116,11 +117,11 @@ def test_style_loss_uses_the_fixed_style_grams(style_task):
 
 def test_sr_batches_are_degraded_crops_and_repeatable(sr_task):
     cfg = smoke("task=sr_x4")
-    crop, scale = cfg["task"]["crop"], cfg["task"]["scale"]
+    crop, scale = cfg.task.params["crop"], cfg.task.params["scale"]
     lr, hr = sr_task.sample_batch(3, torch.Generator().manual_seed(5))
     assert hr.shape == (3, 3, crop, crop)
     assert lr.shape == (3, 3, crop // scale, crop // scale)
-    assert torch.equal(lr, degrade(hr, scale, cfg["task"]["blur_sigma"]))
+    assert torch.equal(lr, degrade(hr, scale, cfg.task.params["blur_sigma"]))
     lr2, hr2 = sr_task.sample_batch(3, torch.Generator().manual_seed(5))
     assert torch.equal(hr, hr2) and torch.equal(lr, lr2)
     _, hr3 = sr_task.sample_batch(3, torch.Generator().manual_seed(6))

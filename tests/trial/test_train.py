@@ -8,6 +8,7 @@ import os
 import stat
 import time
 import warnings
+from dataclasses import replace
 
 import imageio.v3 as iio
 import pytest
@@ -19,6 +20,7 @@ import layersearch.trial.train as train_module
 from layersearch.errors import ConfigValueError
 from layersearch.lossnet.loss import LossConfig, PerceptualLoss
 from layersearch.lossnet.weights import RandomWeightsWarning, any_random
+from layersearch.settings import Settings, TrainerSettings
 from layersearch.trial.tasks import build_task
 from layersearch.trial.train import (
     DeviceError,
@@ -38,13 +40,18 @@ def sr():
     cfg = smoke()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
-        task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], "cpu")
+        task = build_task(cfg.task, cfg.data, cfg.model, cfg.metrics, "cpu")
         loss_fn = PerceptualLoss(layer_config(cfg))
     return cfg, task, loss_fn
 
 
-def trainer(cfg: dict, **changes) -> dict:
-    return {**cfg["trainer"], **changes}
+def trainer(cfg: Settings, **changes) -> TrainerSettings:
+    return replace(cfg.trainer, **changes)
+
+
+def with_precision(value: str) -> TrainerSettings:
+    """The smoke preset's trainer settings with ``trainer.precision=value``."""
+    return replace(smoke().trainer, precision=value)
 
 
 # --- the callback -------------------------------------------------------------------------------------
@@ -181,8 +188,8 @@ def test_auto_precision_on_the_cpu_follows_its_bf16_units(sr, monkeypatch, nativ
     assert seen["channels_last"] is native  # the generator goes channels_last with bf16, not in fp32
     if native:
         assert seen["dtype"] == torch.bfloat16
-    assert train_module.precision_used({"precision": "auto"}, torch.device("cpu")) == ("bf16" if native else "fp32")
-    assert train_module.precision_used({"precision": "fp32"}, torch.device("cpu")) == "fp32"
+    assert train_module.precision_used(with_precision("auto"), torch.device("cpu")) == ("bf16" if native else "fp32")
+    assert train_module.precision_used(with_precision("fp32"), torch.device("cpu")) == "fp32"
 
 
 def test_the_cpu_bf16_probes_still_exist_in_torch():
@@ -265,23 +272,23 @@ def test_auto_precision_on_a_gpu_follows_its_compute_capability(monkeypatch, cap
     # V100 (7.0) and T4 (7.5) have no bf16 tensor cores: auto trains them in fp32, Ampere and later in bf16.
     fake_gpus(monkeypatch, ["GPU A"], capability)
     cuda = torch.device("cuda")
-    assert train_module.precision_used({"precision": "auto"}, cuda) == auto
-    assert train_module.precision_used({"precision": "fp32"}, cuda) == "fp32"
+    assert train_module.precision_used(with_precision("auto"), cuda) == auto
+    assert train_module.precision_used(with_precision("fp32"), cuda) == "fp32"
 
 
 def test_explicit_bf16_on_an_old_gpu_warns_once_and_is_used(monkeypatch):
     fake_gpus(monkeypatch, ["Tesla T4"], (7, 5))
     monkeypatch.setattr(train_module, "_WARNED_SLOW_BF16", set())
     with pytest.warns(UserWarning, match=r"trainer.precision=bf16 on Tesla T4 \(compute capability 7.5 < 8.0\)"):
-        assert train_module.precision_used({"precision": "bf16"}, torch.device("cuda")) == "bf16"
+        assert train_module.precision_used(with_precision("bf16"), torch.device("cuda")) == "bf16"
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # once per device: a sweep's trials do not repeat it
-        assert train_module.precision_used({"precision": "bf16"}, torch.device("cuda")) == "bf16"
+        assert train_module.precision_used(with_precision("bf16"), torch.device("cuda")) == "bf16"
     fake_gpus(monkeypatch, ["NVIDIA H200"], (9, 0))
     monkeypatch.setattr(train_module, "_WARNED_SLOW_BF16", set())
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert train_module.precision_used({"precision": "bf16"}, torch.device("cuda")) == "bf16"
+        assert train_module.precision_used(with_precision("bf16"), torch.device("cuda")) == "bf16"
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])
@@ -325,8 +332,8 @@ def test_train_from_config_writes_the_output_folder(tmp_path):
     assert metrics["task"] == "sr_x4"
     assert metrics["random_weights"] is True
     # The device this run used (cuda on a GPU host), not the CPU's answer.
-    device = resolve_device(cfg["trainer"]["device"])
-    assert metrics["precision"] == outcome.precision == train_module.precision_used(cfg["trainer"], device)
+    device = resolve_device(cfg.trainer.device)
+    assert metrics["precision"] == outcome.precision == train_module.precision_used(cfg.trainer, device)
     assert metrics["weights"] == {"loss_net": "vgg16/random", "lpips": "alex/random"}
     assert metrics["weights"] == outcome.labels
     assert set(metrics["baseline"]) == {"lpips", "psnr_y", "ssim_y"}
