@@ -15,10 +15,10 @@ import torch
 from optuna.trial import TrialState
 
 from ..outputs import format_metric
-from ..search.outcome import run_training
 from ..search.storage import HEARTBEAT_S, heartbeat_thread, redact
 from ..search.tracking import PRECISION_TAG, StudyTracker
 from ..trial.handle import Trial
+from ..trial.outcome import run_training
 from .confirm_plan import Settings
 from .confirm_queue import FAILED_RESULT, KEY, SEED
 

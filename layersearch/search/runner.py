@@ -22,8 +22,8 @@ from optuna.trial import TrialState
 
 from ..outputs import format_metric
 from ..trial.handle import Trial
+from ..trial.outcome import run_training
 from .algorithms import MultiObjectiveMedian
-from .outcome import run_training
 from .space import Infeasible, SearchSpace
 from .storage import HEARTBEAT_S, heartbeat_thread
 from .tracking import PRECISION_TAG, RETRY_TAG, StudyTracker, trial_run_name

@@ -21,7 +21,7 @@ from helpers import Watched, console_script, one_error_line
 from optuna.trial import TrialState
 
 from layersearch.cli import main
-from layersearch.search import loop, outcome
+from layersearch.search import loop
 from layersearch.search.launch import gpu_plan, n_workers
 from layersearch.search.storage import (
     fail_dead_trials,
@@ -31,7 +31,7 @@ from layersearch.search.storage import (
     storage_url,
 )
 from layersearch.search.study import reserve_trial
-from layersearch.trial import builtin
+from layersearch.trial import builtin, outcome
 
 SMOKE = ["preset=smoke", "search_space.baselines=[]"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)

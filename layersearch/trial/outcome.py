@@ -24,8 +24,8 @@ from typing import Any
 import optuna
 import torch
 
-from ..trial.handle import Trial, TrialFailed, metric_value
-from ..trial.train import NonFiniteLossError
+from .handle import Trial, TrialFailed, metric_value
+from .train import NonFiniteLossError
 
 __all__ = ["Outcome", "final_values", "free_memory", "is_out_of_memory", "run_training"]
 
