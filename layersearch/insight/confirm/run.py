@@ -37,13 +37,13 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from ..outputs import RANDOM_BANNER, atomic_write_json, atomic_write_text
-from ..search.export import export_study, provenance_config
-from ..search.storage import load_study, open_storage, storage_lock
-from ..trial.kinds import make_training
-from ..trial.train import resolve_device
-from .confirm_job import CONFIRM_SUMMARY_TAG, CONFIRM_TAG, JobContext, JobTracking, run_job
-from .confirm_plan import (
+from ...outputs import RANDOM_BANNER, atomic_write_json, atomic_write_text
+from ...search.export import export_study, provenance_config
+from ...search.storage import load_study, open_storage, storage_lock
+from ...trial.kinds import make_training
+from ...trial.train import resolve_device
+from .job import CONFIRM_SUMMARY_TAG, CONFIRM_TAG, JobContext, JobTracking, run_job
+from .plan import (
     Candidate,
     ConfirmError,
     Settings,
@@ -52,8 +52,8 @@ from .confirm_plan import (
     read_settings,
     select_candidates,
 )
-from .confirm_queue import SUFFIX, check_budget, claim, enqueue_missing, fail_abandoned, job_of, per_seed
-from .confirm_summary import render_markdown, summarise, summary_lines
+from .queue import SUFFIX, check_budget, claim, enqueue_missing, fail_abandoned, job_of, per_seed
+from .summary import render_markdown, summarise, summary_lines
 
 __all__ = [
     "Candidate",

@@ -16,8 +16,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..search.storage import redact, storage_lock
-from .confirm_plan import Candidate, ConfirmError, Settings
+from ...search.storage import redact, storage_lock
+from .plan import Candidate, ConfirmError, Settings
 
 __all__ = ["FAILED_RESULT", "KEY", "SEED", "SUFFIX", "check_budget", "claim", "enqueue_missing", "fail_abandoned",
            "failed_result", "job_of", "per_seed"]

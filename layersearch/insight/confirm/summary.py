@@ -7,9 +7,9 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..outputs import RANDOM_BANNER, format_metric, format_table
-from .confirm_plan import Candidate, Settings
-from .stats import rank_correlation, verdict, welch_test
+from ...outputs import RANDOM_BANNER, format_metric, format_table
+from ..stats import rank_correlation, verdict, welch_test
+from .plan import Candidate, Settings
 
 __all__ = ["render_markdown", "summarise", "summary_lines"]
 

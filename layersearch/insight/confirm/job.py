@@ -14,13 +14,13 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from ..outputs import format_metric
-from ..search.storage import HEARTBEAT_S, heartbeat_thread, redact
-from ..search.tracking import PRECISION_TAG, StudyTracker
-from ..trial.handle import Trial
-from ..trial.outcome import run_training
-from .confirm_plan import Settings
-from .confirm_queue import FAILED_RESULT, KEY, SEED
+from ...outputs import format_metric
+from ...search.storage import HEARTBEAT_S, heartbeat_thread, redact
+from ...search.tracking import PRECISION_TAG, StudyTracker
+from ...trial.handle import Trial
+from ...trial.outcome import run_training
+from .plan import Settings
+from .queue import FAILED_RESULT, KEY, SEED
 
 __all__ = ["CONFIRM_SUMMARY_TAG", "CONFIRM_TAG", "JobContext", "JobTracking", "run_job"]
 

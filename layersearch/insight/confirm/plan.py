@@ -13,13 +13,13 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from ..errors import LayersearchError
-from ..lossnet.loss import LossConfig
-from ..lossnet.weights import any_random
-from ..search.ranking import first_runs, front
-from ..search.space import SearchSpace
-from ..search.tracking import trial_run_name
-from ..trial.kinds import Training
+from ...errors import LayersearchError
+from ...lossnet.loss import LossConfig
+from ...lossnet.weights import any_random
+from ...search.ranking import first_runs, front
+from ...search.space import SearchSpace
+from ...search.tracking import trial_run_name
+from ...trial.kinds import Training
 
 __all__ = ["Candidate", "ConfirmError", "Settings", "check_study", "random_weights_of", "read_settings",
            "select_candidates"]
