@@ -20,8 +20,17 @@ from typing import Any
 
 import yaml
 
-from .retry import RetryingProxy, outage_for
-from .storage import STORAGE_TIMEOUT_S, database_url, redact, scrub, sqlite_path, storage_lock, within
+from .storage import (
+    STORAGE_TIMEOUT_S,
+    RetryingProxy,
+    database_url,
+    outage_for,
+    redact,
+    scrub,
+    sqlite_path,
+    storage_lock,
+    within,
+)
 from .tracking_store import (  # noqa: F401 - re-exported: the names of a study's records
     _BATCH,
     BACKFILL_TAG,

@@ -9,7 +9,6 @@ import optuna
 import pytest
 from helpers import smoke, wait_until
 
-from layersearch.search import storage as storage_module
 from layersearch.search.storage import (
     StudyError,
     heartbeat_thread,
@@ -18,6 +17,7 @@ from layersearch.search.storage import (
     sqlite_path,
     storage_url,
 )
+from layersearch.search.storage import study_storage as storage_module
 
 
 def test_default_storage_lives_in_the_studies_dir():

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from ..errors import LayersearchError
+from ...errors import LayersearchError
 from .locks import STORAGE_TIMEOUT_S, storage_lock
 from .resilient import RetryingJournalBackend, RetryingRDBStorage
 from .retry import DB_RETRY_S, single_attempt

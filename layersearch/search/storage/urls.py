@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import LayersearchError
+from ...errors import LayersearchError
 
 __all__ = [
     "JOURNAL_PREFIX",
