@@ -188,8 +188,8 @@ def run_export(cfg: DictConfig) -> int:
 
 
 def run_ui(cfg: DictConfig) -> int:
+    from .search.dashboards import run_ui as serve
     from .search.storage import check_study_name
-    from .search.tracking import run_ui as serve
 
     check_study_name(cfg.study.name)
     port = cfg.get("port")
@@ -197,7 +197,7 @@ def run_ui(cfg: DictConfig) -> int:
 
 
 def run_dashboard(cfg: DictConfig) -> int:
-    from .search.dashboard import serve_dashboard
+    from .search.dashboards import serve_dashboard
 
     return serve_dashboard(to_container(cfg.study), str(cfg.paths.studies_dir), port=cfg.get("port"))
 

@@ -17,10 +17,10 @@ from optuna.trial import FrozenTrial
 
 from ..errors import ConfigValueError
 from ..outputs import RANDOM_BANNER, format_metric
+from ..search.dashboards import ui_url
 from ..search.noise import ALPHA as NOISE_ALPHA
 from ..search.noise import NO_ESTIMATE, describe, threshold
 from ..search.storage import load_study, redact
-from ..search.tracking import ui_url
 from . import figures
 from .analysis import (
     IMPORTANCE_METHOD,

@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from .storage import (
+from ..storage import (
     STORAGE_TIMEOUT_S,
     RetryingProxy,
     database_url,
@@ -31,7 +31,7 @@ from .storage import (
     storage_lock,
     within,
 )
-from .tracking_store import (  # noqa: F401 - re-exported: the names of a study's records
+from .store import (  # noqa: F401 - re-exported: the names of a study's records
     _BATCH,
     BACKFILL_TAG,
     CREATE_TAG,
@@ -61,22 +61,16 @@ from .tracking_store import (  # noqa: F401 - re-exported: the names of a study'
     probe_tracking,
     trial_run_name,
 )
-from .tracking_summary import write_summary_run
-from .ui import UI_ENV, check_port, run_ui, stop_server, ui_command, ui_url  # noqa: F401 - re-exported
+from .summary_run import write_summary_run
 
 __all__ = [
-    "UI_ENV",
     "StudyTracker",
     "TrackingError",
     "artifact_location_for",
-    "check_port",
     "check_tracking",
     "probe_tracking",
     "trial_run_name",
     "find_experiment",
-    "run_ui",
-    "ui_command",
-    "ui_url",
 ]
 
 

@@ -11,8 +11,8 @@ import subprocess
 import sys
 from typing import Any
 
-from .storage import database_url, redact, sqlite_path
-from .tracking_store import TrackingError, find_experiment
+from ..storage import database_url, redact, sqlite_path
+from ..tracking import TrackingError, find_experiment
 
 __all__ = ["UI_ENV", "check_port", "run_ui", "stop_server", "ui_command", "ui_url"]
 

@@ -16,8 +16,9 @@ from socketserver import ThreadingMixIn
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from .storage import open_study_storage, redact
-from .tracking import TrackingError, check_port
+from ..storage import open_study_storage, redact
+from ..tracking import TrackingError
+from .mlflow_ui import check_port
 
 __all__ = ["DEFAULT_PORT", "dashboard_url", "serve_dashboard"]
 

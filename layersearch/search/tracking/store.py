@@ -9,8 +9,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from ..errors import LayersearchError
-from .storage import STORAGE_TIMEOUT_S, database_url, redact, sqlite_path, within
+from ...errors import LayersearchError
+from ..storage import STORAGE_TIMEOUT_S, database_url, redact, sqlite_path, within
 
 __all__ = [
     "TrackingError", "artifact_location_for", "check_tracking", "find_experiment", "is_database_uri",

@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from .storage import redact
-from .tracking_store import MAX_PARAM_CHARS, STORAGE_TAG, SUMMARY_TAG
+from ..storage import redact
+from .store import MAX_PARAM_CHARS, STORAGE_TAG, SUMMARY_TAG
 
 __all__ = ["write_summary_run"]
 
