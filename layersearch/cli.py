@@ -177,7 +177,7 @@ def run_export(cfg: DictConfig) -> int:
     if cfg.export.get("source") == "confirm":
         from .insight.confirm import export_confirmed as export_study
     else:
-        from .search.export import export_study
+        from .search.results import export_study
 
     paths = export_study(to_container(cfg))
     for path in paths:

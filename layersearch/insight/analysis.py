@@ -19,8 +19,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..lossnet.layers import LayerError, layer_names
 from ..lossnet.weights import weights_label
-from ..search.noise import NoiseFloor, compare, is_repeat, noise_floor, runs_of
-from ..search.ranking import front
+from ..search.results import NoiseFloor, compare, front, is_repeat, noise_floor, runs_of
 from ..search.storage import StudyError
 
 __all__ = [

@@ -18,8 +18,7 @@ from optuna.trial import FrozenTrial
 from ..errors import ConfigValueError
 from ..outputs import RANDOM_BANNER, format_metric
 from ..search.dashboards import ui_url
-from ..search.noise import ALPHA as NOISE_ALPHA
-from ..search.noise import NO_ESTIMATE, describe, threshold
+from ..search.results import NO_ESTIMATE, NOISE_ALPHA, describe, threshold
 from ..search.storage import load_study, redact
 from . import figures
 from .analysis import (

@@ -16,10 +16,10 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from .algorithms import MultiObjectiveMedian
+from .results import SweepResult, best_rows, best_summary, counts, last_fail_reason, log_summary, noise_lines
 from .runner import SweepContext, run_trial
 from .storage import HEARTBEAT_S, StudyError, redact
 from .study import Prepared, fail_dead, prepare_study, reserve_trial, warmup_steps
-from .summary import SweepResult, best_rows, best_summary, counts, last_fail_reason, log_summary, noise_lines
 
 __all__ = ["MAX_FAILED_IN_A_ROW", "MAX_INFEASIBLE_IN_A_ROW", "Interrupted", "run_worker", "stop_on_signals"]
 

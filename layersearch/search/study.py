@@ -24,7 +24,7 @@ from ..outputs import RANDOM_BANNER
 from ..trial.kinds import Training, make_training
 from ..trial.metrics import METRIC_DIRECTIONS
 from .algorithms import make_pruner, make_sampler
-from .noise import is_repeat
+from .results import SweepResult, best_rows, counts, is_repeat, log_summary, noise_lines
 from .space import NotInSpace, SearchSpace, metric_overlap_warning
 from .storage import (
     DB_RETRY_S,
@@ -41,7 +41,6 @@ from .storage import (
     storage_lock,
     storage_url,
 )
-from .summary import SweepResult, best_rows, counts, log_summary, noise_lines
 from .tracking import StudyTracker, check_tracking, probe_tracking
 
 __all__ = ["Prepared", "SweepResult", "enqueue_baselines", "prepare_study", "reserve_trial", "resolve_objectives",

@@ -12,7 +12,7 @@ from typing import Any
 
 from . import launch
 from .loop import run_worker
-from .summary import SweepResult
+from .results import SweepResult
 
 __all__ = ["run_sweep", "sweep"]
 

@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 from scipy import stats
 
-from layersearch.search.noise import (
+from layersearch.search.results import (
     NO_ESTIMATE,
     NoiseFloor,
     compare,

@@ -15,7 +15,7 @@ from layersearch.cli import main
 from layersearch.insight.analysis import importances, pareto_front, summarize_study, top_trials
 from layersearch.insight.effects import step_effects
 from layersearch.insight.report import build_report
-from layersearch.search.noise import NO_ESTIMATE
+from layersearch.search.results import NO_ESTIMATE
 
 NETWORKS = {"vgg16": ["relu2_2", "relu3_3", "relu4_3"], "resnet18": ["layer1", "layer2", "layer3"]}
 

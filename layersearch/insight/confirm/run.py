@@ -38,7 +38,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from ...outputs import RANDOM_BANNER, atomic_write_json, atomic_write_text
-from ...search.export import export_study, provenance_config
+from ...search.results import export_study, provenance_config
 from ...search.storage import load_study, open_storage, storage_lock
 from ...trial.kinds import make_training
 from ...trial.train import resolve_device

@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import TrialState
 
-from ..outputs import format_metric
+from ...outputs import format_metric
+from ..storage import redact, storage_lock
 from .export import provenance_config
 from .noise import compare, describe, is_repeat, noise_floor, runs_of
 from .ranking import first_runs, front
-from .storage import redact, storage_lock
 
 __all__ = ["SweepResult", "best_rows", "best_summary", "counts", "last_fail_reason", "log_summary", "noise_lines"]
 

@@ -15,12 +15,12 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from ..lossnet.layers import is_vgg
-from ..lossnet.loss import LossConfig
-from ..lossnet.weights import any_random
-from ..outputs import RANDOM_BANNER, atomic_write_text
+from ...lossnet.layers import is_vgg
+from ...lossnet.loss import LossConfig
+from ...lossnet.weights import any_random
+from ...outputs import RANDOM_BANNER, atomic_write_text
+from ..storage import StudyError, load_study, redact
 from .ranking import first_runs, front
-from .storage import StudyError, load_study, redact
 
 FORMATS = ("yaml", "json", "basicsr")
 SOURCES = ("study", "confirm")  # export.source: confirm is chosen by layersearch.insight.confirm.export_confirmed
