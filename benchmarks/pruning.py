@@ -42,8 +42,8 @@ from layersearch.config import compose_config, to_container
 from layersearch.insight.analysis import intermediate, summarize_study
 from layersearch.insight.effects import layer_effects, step_effects
 from layersearch.outputs import RANDOM_BANNER, format_metric
+from layersearch.search.loop import warmup_steps
 from layersearch.search.results import describe, first_runs, noise_floor
-from layersearch.search.study import warmup_steps
 
 RANDOM = ["preset=quickstart", "loss_net.weights=random", "metrics.lpips.weights=random"]
 

@@ -143,7 +143,7 @@ def run_score(cfg: DictConfig) -> int:
 
 
 def run_sweep(cfg: DictConfig) -> int:
-    from .search.sweep import run_sweep
+    from .search import run_sweep
 
     result = run_sweep(to_container(cfg))
     print(format_result(result))

@@ -17,7 +17,7 @@ from helpers import console_script, fake_gpus
 from optuna.trial import TrialState
 from test_workers import SMOKE
 
-from layersearch.search import launch
+from layersearch.search.loop import launch
 from layersearch.search.storage import database_url, scrub
 
 SECRET_URL = "postgresql://alice:pw-s3cret@db.example/optuna"

@@ -14,7 +14,7 @@ import optuna
 import pytest
 from helpers import smoke
 
-from layersearch.search.sweep import run_sweep
+from layersearch.search import run_sweep
 
 REFERENCE = json.loads((Path(__file__).parent / "data" / "reference_sweeps.json").read_text())
 SPACES = {"sr": ["task=sr_x4", "search_space=sr_relu"], "style": ["task=style", "search_space=style_johnson"]}

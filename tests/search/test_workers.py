@@ -21,8 +21,8 @@ from helpers import Watched, console_script, one_error_line
 from optuna.trial import TrialState
 
 from layersearch.cli import main
-from layersearch.search import loop
-from layersearch.search.launch import gpu_plan, n_workers
+from layersearch.search.loop import gpu_plan, n_workers, reserve_trial
+from layersearch.search.loop import worker as loop
 from layersearch.search.storage import (
     fail_dead_trials,
     heartbeat_thread,
@@ -30,7 +30,6 @@ from layersearch.search.storage import (
     record_heartbeat,
     storage_url,
 )
-from layersearch.search.study import reserve_trial
 from layersearch.trial import builtin, outcome
 
 SMOKE = ["preset=smoke", "search_space.baselines=[]"]

@@ -16,8 +16,8 @@ from optuna.trial import TrialState
 from ...errors import LayersearchError
 from ...lossnet.loss import LossConfig
 from ...lossnet.weights import any_random
+from ...search.loop import SearchSpace
 from ...search.results import first_runs, front
-from ...search.space import SearchSpace
 from ...search.tracking import trial_run_name
 from ...trial.kinds import Training
 

@@ -20,13 +20,13 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from ..outputs import format_metric
-from ..trial.handle import Trial
-from ..trial.outcome import run_training
+from ...outputs import format_metric
+from ...trial.handle import Trial
+from ...trial.outcome import run_training
+from ..storage import HEARTBEAT_S, heartbeat_thread
+from ..tracking import PRECISION_TAG, RETRY_TAG, StudyTracker, trial_run_name
 from .algorithms import MultiObjectiveMedian
 from .space import Infeasible, SearchSpace
-from .storage import HEARTBEAT_S, heartbeat_thread
-from .tracking import PRECISION_TAG, RETRY_TAG, StudyTracker, trial_run_name
 
 __all__ = ["SweepContext", "run_trial", "trial_dir"]
 

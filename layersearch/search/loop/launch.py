@@ -22,15 +22,15 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from ..trial.tasks import TRIALS_PER_DEVICE_ENV
-from ..trial.train import resolve_device
-from .loop import Interrupted, run_worker
-from .storage import StudyError, journal_path, redact, scrub, sqlite_path, storage_url
+from ...trial.tasks import TRIALS_PER_DEVICE_ENV
+from ...trial.train import resolve_device
+from ..storage import StudyError, journal_path, redact, scrub, sqlite_path, storage_url
 from .study import prepare_study, summarize
+from .worker import Interrupted, run_worker
 
 __all__ = ["gpu_plan", "n_workers", "run_launched", "wants_launcher", "worker_main"]
 
-WORKER_COMMAND = [sys.executable, "-m", "layersearch.search.launch"]
+WORKER_COMMAND = [sys.executable, "-m", "layersearch.search.loop"]  # runs __main__.py: worker_main
 CONFIG_ENV = "LAYERSEARCH_WORKER_CONFIG"  # a worker's whole config, as JSON (never written to disk)
 STORAGE_ENV = "LAYERSEARCH_STUDY_STORAGE"  # a SLURM job's real storage URL (its pickled config is redacted)
 TRACKING_ENV = "LAYERSEARCH_TRACKING_URI"
@@ -85,7 +85,7 @@ def run_launched(cfg: Mapping[str, Any]):
     """Prepare the study, start its workers (local processes or a SLURM array), wait, sum up."""
     fn = (cfg.get("trial") or {}).get("fn")
     if callable(fn):  # layersearch.sweep(train, ...): workers import the function by its name
-        from ..trial.python import function_spec
+        from ...trial.python import function_spec
 
         cfg = {**cfg, "trial": {**cfg["trial"], "fn": function_spec(fn)}}
     cfg = json.loads(json.dumps(cfg))  # a private copy we may edit
@@ -253,7 +253,7 @@ def worker_main() -> int:
     import traceback
     import warnings
 
-    from ..errors import LayersearchError
+    from ...errors import LayersearchError
 
     warnings.simplefilter("ignore")  # the parent already showed the warnings of this config
     cfg = json.loads(os.environ[CONFIG_ENV])
@@ -270,6 +270,3 @@ def worker_main() -> int:
         traceback.print_exc()
         return 1
 
-
-if __name__ == "__main__":
-    sys.exit(worker_main())

@@ -13,10 +13,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import LayersearchError
-from ..lossnet.layers import ARCHS, LayerError, check_arch, validate_layers
-from ..lossnet.loss import CRITERIA, ConfigError, LossConfig
-from ..trial.metrics import LPIPS_NETS
+from ...errors import LayersearchError
+from ...lossnet.layers import ARCHS, LayerError, check_arch, validate_layers
+from ...lossnet.loss import CRITERIA, ConfigError, LossConfig
+from ...trial.metrics import LPIPS_NETS
 
 
 class SpaceError(LayersearchError, ValueError):

@@ -17,16 +17,14 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from ..config import literature_loss
-from ..lossnet.loss import LossConfig
-from ..lossnet.weights import any_random, trunk_state_dict, weights_label
-from ..outputs import RANDOM_BANNER
-from ..trial.kinds import Training, make_training
-from ..trial.metrics import METRIC_DIRECTIONS
-from .algorithms import make_pruner, make_sampler
-from .results import SweepResult, best_rows, counts, is_repeat, log_summary, noise_lines
-from .space import NotInSpace, SearchSpace, metric_overlap_warning
-from .storage import (
+from ...config import literature_loss
+from ...lossnet.loss import LossConfig
+from ...lossnet.weights import any_random, trunk_state_dict, weights_label
+from ...outputs import RANDOM_BANNER
+from ...trial.kinds import Training, make_training
+from ...trial.metrics import METRIC_DIRECTIONS
+from ..results import SweepResult, best_rows, counts, is_repeat, log_summary, noise_lines
+from ..storage import (
     DB_RETRY_S,
     GRACE_S,
     HEARTBEAT_S,
@@ -41,7 +39,9 @@ from .storage import (
     storage_lock,
     storage_url,
 )
-from .tracking import StudyTracker, check_tracking, probe_tracking
+from ..tracking import StudyTracker, check_tracking, probe_tracking
+from .algorithms import make_pruner, make_sampler
+from .space import NotInSpace, SearchSpace, metric_overlap_warning
 
 __all__ = ["Prepared", "SweepResult", "enqueue_baselines", "prepare_study", "reserve_trial", "resolve_objectives",
            "summarize"]
@@ -287,7 +287,7 @@ def _task_label(cfg: Mapping[str, Any], training: Training) -> str:
     """``sr_x4`` or ``style`` for the built-in training (read from the class, no data loading), else the kind."""
     if training.kind != "builtin":
         return f"{training.kind}:{training.label}"
-    from ..trial.tasks import task_class
+    from ...trial.tasks import task_class
 
     task_cfg = cfg["task"]
     name = str(task_class(task_cfg).name)

@@ -15,10 +15,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ..results import SweepResult, best_rows, best_summary, counts, last_fail_reason, log_summary, noise_lines
+from ..storage import HEARTBEAT_S, StudyError, redact
 from .algorithms import MultiObjectiveMedian
-from .results import SweepResult, best_rows, best_summary, counts, last_fail_reason, log_summary, noise_lines
 from .runner import SweepContext, run_trial
-from .storage import HEARTBEAT_S, StudyError, redact
 from .study import Prepared, fail_dead, prepare_study, reserve_trial, warmup_steps
 
 __all__ = ["MAX_FAILED_IN_A_ROW", "MAX_INFEASIBLE_IN_A_ROW", "Interrupted", "run_worker", "stop_on_signals"]
@@ -67,7 +67,7 @@ def _context(cfg: Mapping[str, Any], prep: Prepared, log) -> SweepContext:
         multi_pruner = MultiObjectiveMedian(prep.study, prep.objectives[0][0], prep.objectives[0][1],
                                             int(cfg["study"].get("n_startup_trials", 4)),
                                             warmup_steps(cfg["study"], cfg["trainer"]))
-    from ..trial.train import resolve_device
+    from ...trial.train import resolve_device
 
     device = training.device if training.kind == "builtin" else resolve_device(cfg["trainer"]["device"])
     precision = training.precision() if training.kind == "builtin" else None

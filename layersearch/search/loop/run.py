@@ -10,9 +10,9 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from ..results import SweepResult
 from . import launch
-from .loop import run_worker
-from .results import SweepResult
+from .worker import run_worker
 
 __all__ = ["run_sweep", "sweep"]
 
@@ -40,7 +40,7 @@ def sweep(train: Callable[..., Any] | None = None, overrides: Sequence[str] = ()
     Returns:
         The `SweepResult`: counts, the best trials (or Pareto front) with the literature baselines.
     """
-    from ..config import compose_config, to_container
+    from ...config import compose_config, to_container
 
     overrides = list(overrides)
     if train is not None and not any(o.startswith("trial=") for o in overrides):

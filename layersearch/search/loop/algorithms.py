@@ -12,8 +12,8 @@ import numpy as np
 import optuna
 from optuna.trial import TrialState
 
+from ..storage import StudyError
 from .space import SearchSpace, SpaceError
-from .storage import StudyError
 
 SAMPLERS = ("tpe", "random", "gp", "nsga2", "qmc", "grid")
 PRUNERS = ("median", "hyperband", "none")
