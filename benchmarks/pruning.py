@@ -39,8 +39,8 @@ from optuna.trial import TrialState
 from scipy import stats
 
 from layersearch.config import compose_config, to_container
-from layersearch.insight.analysis import intermediate, summarize_study
 from layersearch.insight.effects import layer_effects, step_effects
+from layersearch.insight.study_summary import intermediate, summarize_study
 from layersearch.outputs import RANDOM_BANNER, format_metric
 from layersearch.search.loop import warmup_steps
 from layersearch.search.results import describe, first_runs, noise_floor

@@ -37,8 +37,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from .analysis import Candidate, StudySummary, better_if, intermediate, searched_quantities, trial_arch
+from .best_trials import better_if
+from .importance import searched_quantities
 from .stats import contrast, holm, ols_hc3
+from .study_summary import Candidate, StudySummary, intermediate, trial_arch
 
 __all__ = ["ALPHA", "LEVEL", "MIN_DF", "MIN_PER_SIDE", "EffectTable", "LayerEffect", "NetworkEffect",
            "layer_effects", "network_effects", "step_effects", "verdict_of"]

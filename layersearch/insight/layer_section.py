@@ -8,9 +8,9 @@ import io
 from collections.abc import Sequence
 
 from ..outputs import format_metric
-from .analysis import StudySummary
 from .effects import ALPHA, LEVEL, MIN_DF, MIN_PER_SIDE, TOO_FEW, EffectTable, LayerEffect, NetworkEffect
 from .layout import Block, Heading, Para, Table
+from .study_summary import StudySummary
 
 __all__ = ["LAYER_COLUMNS", "GRAM_ON_RESNET", "effect_blocks", "layers_csv", "network_blocks"]
 

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from layersearch.insight.analysis import Candidate, StudySummary
 from layersearch.insight.effects import MIN_PER_SIDE, layer_effects, network_effects
+from layersearch.insight.study_summary import Candidate, StudySummary
 
 LAYERS = ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"]
 N_STUDIES = 200

@@ -1,14 +1,13 @@
-"""The answer drawn from a finished study: which layers matter, by how much, and how sure we are.
+"""A finished study read once from Optuna: its trials, candidate layers, seed noise, and what each trial was.
 
-Plain data and statistics only; ``layout`` turns them into HTML/Markdown and ``figures`` into PNGs. Everything
-here reads the Optuna study (the source of truth). Layer use is read from each trial's ``layer_config``
-user attribute, never from ``use_*`` params, which are asked conditionally (see search/space.py).
+Plain data only; ``best_trials``, ``importance`` and ``effects`` draw the answer from it, ``layout`` turns
+that into HTML/Markdown and ``figures`` into PNGs. Everything here reads the Optuna study (the source of
+truth). Layer use is read from each trial's ``layer_config``
+user attribute, never from ``use_*`` params, which are asked conditionally (see search/loop/space.py).
 """
-
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,32 +18,24 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..lossnet.layers import LayerError, layer_names
 from ..lossnet.weights import weights_label
-from ..search.results import NoiseFloor, compare, front, is_repeat, noise_floor, runs_of
+from ..search.results import NoiseFloor, is_repeat, noise_floor
 from ..search.storage import StudyError
 
 __all__ = [
-    "IMPORTANCE_METHOD",
     "Candidate",
     "StudySummary",
-    "baseline_differences",
-    "derived_params",
     "gram_on_resnet",
-    "importances",
     "intermediate",
-    "pareto_front",
     "pruned_at",
     "searched_quantities",
     "self_graded",
     "summarize_study",
-    "top_trials",
     "trial_arch",
     "trial_costs",
+    "trial_name",
 ]
 
 GROUPS = (("content", "content_layers", ""), ("style", "style_layers", "style_"))
-IMPORTANCE_METHOD = "fANOVA (optuna.importance.FanovaImportanceEvaluator, Hutter et al. 2014)"
-#: Fewer complete trials than this and importance is not computed (the top quantile would be one trial).
-MIN_TRIALS_FOR_IMPORTANCE = 8
 #: LPIPS backbone (metrics.lpips.net) -> the loss network that is the same network with the same weights.
 LPIPS_BACKBONES = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
 
@@ -196,25 +187,6 @@ def gram_on_resnet(layer_config: Mapping[str, Any]) -> bool:
     return arch.startswith("resnet") and bool(layer_config.get("style_layers"))
 
 
-def is_better(a: float, b: float, direction: str) -> bool:
-    return a < b if direction == "minimize" else a > b
-
-
-def better_if(direction: str) -> str:
-    return "lower" if direction == "minimize" else "higher"
-
-
-def ranked(trials: Sequence[FrozenTrial], index: int, direction: str) -> list[FrozenTrial]:
-    """Trials best first by objective ``index``."""
-    return sorted(trials, key=lambda t: t.values[index], reverse=direction == "maximize")
-
-
-def pareto_front(summary: StudySummary) -> list[FrozenTrial]:
-    """The best trial (one objective) or the non-dominated complete trials, best first on the primary."""
-    metric_dirs = [d for _, d in summary.objectives]
-    return ranked(front(summary.complete, metric_dirs), 0, metric_dirs[0])
-
-
 def layers_label(layer_config: Mapping[str, Any]) -> str:
     """``relu2_2:1.0 + relu4_3:0.3 (style relu1_2:2.0) pixel:1`` - what a trial's loss was, in one line."""
     parts = [" + ".join(f"{n}:{w:.3g}" for n, w in layer_config.get("content_layers", {}).items())]
@@ -235,28 +207,6 @@ def layers_label(layer_config: Mapping[str, Any]) -> str:
 def trial_name(trial: FrozenTrial) -> str:
     baseline = trial.user_attrs.get("baseline")
     return f"#{trial.number}" + (f" ({baseline})" if baseline else "")
-
-
-def baseline_differences(summary: StudySummary, trial: FrozenTrial) -> list[dict[str, Any]]:
-    """``trial`` minus every literature baseline of the study, per objective, called against seed noise.
-
-    A config's value is the mean of its runs: its first run and, for a baseline run again with another seed,
-    its repeats (``value_runs``/``baseline_runs`` say how many). The verdict is ``search.noise.compare``:
-    "better"/"worse" only beyond the study's seed noise, "within noise" otherwise.
-    """
-    pool = [*summary.complete, *summary.repeats]
-    rows = []
-    for base in summary.baselines:
-        if base.number == trial.number:
-            continue
-        for i, (metric, direction) in enumerate(summary.objectives):
-            mine, theirs = runs_of(trial, pool, i), runs_of(base, pool, i)
-            value, base_value = float(np.mean(mine)), float(np.mean(theirs))
-            rows.append({"baseline": base.user_attrs["baseline"], "metric": metric, "value": value,
-                         "value_runs": len(mine), "baseline_value": base_value, "baseline_runs": len(theirs),
-                         "difference": value - base_value, "better_if": better_if(direction),
-                         "verdict": compare(mine, theirs, direction, summary.noise.get(metric))})
-    return rows
 
 
 def intermediate(trial: FrozenTrial) -> dict[int, float]:
@@ -285,79 +235,3 @@ def searched_quantities(layer_config: Mapping[str, Any]) -> dict[str, Any]:
     return {"log10_content_style_ratio": ratio, "pixel_weight": float(lc.get("pixel_weight", 0.0)),
             "tv_weight": float(lc.get("tv_weight", 0.0)), "criterion": str(lc.get("criterion", "mse")),
             "arch": str(lc.get("loss_net", {}).get("arch", "vgg16"))}
-
-
-def derived_params(summary: StudySummary) -> list[dict[str, Any]]:
-    """Every complete trial's searched quantities as complete (never missing) parameters.
-
-    ``use_<layer>`` / ``use_style_<layer>`` (0/1), ``log10_w_<layer>`` (one decade below the smallest weight
-    seen when the layer is absent), ``log10_content_style_ratio``, ``pixel_weight``, ``tv_weight``,
-    ``criterion``, ``arch``. Quantities that never vary are left out: they cannot explain anything. With
-    several networks a layer name shared by two of them is one column; ``arch`` beside it lets the forest
-    split them.
-    """
-    rows: list[dict[str, Any]] = []
-    for t in summary.complete:
-        lc = t.user_attrs["layer_config"]
-        row: dict[str, Any] = {}
-        for group, key, prefix in GROUPS:
-            for layer in summary.layers_of(group):
-                weight = lc.get(key, {}).get(layer)
-                row[f"use_{prefix}{layer}"] = int(weight is not None)
-                row[f"log10_w_{prefix}{layer}"] = math.log10(weight) if weight else None
-        row.update(searched_quantities(lc))
-        rows.append(row)
-    names = list(dict.fromkeys(k for row in rows for k in row))
-    for name in names:
-        seen = [row.get(name) for row in rows if row.get(name) is not None]
-        if name.startswith("log10_") and seen:
-            absent = min(seen) - 1.0
-            for row in rows:
-                if row.get(name) is None:
-                    row[name] = absent
-    keep = [n for n in names if len({row.get(n) for row in rows}) > 1 and all(row.get(n) is not None for row in rows)]
-    return [{n: row[n] for n in keep} for row in rows]
-
-
-def _distribution(values: list[Any]) -> optuna.distributions.BaseDistribution:
-    if all(isinstance(v, str) for v in values) or set(values) <= {0, 1}:
-        return optuna.distributions.CategoricalDistribution(sorted(set(values)))
-    return optuna.distributions.FloatDistribution(float(min(values)), float(max(values)))
-
-
-def importances(summary: StudySummary, seed: int = 0) -> dict[str, dict[str, float]] | str:
-    """``{objective: {derived parameter: importance}}`` (normalised, largest first), or why there is none.
-
-    fANOVA (Hutter et al. 2014, Optuna's ``FanovaImportanceEvaluator``): the share of each objective's
-    variance that a random forest fit attributes to each quantity alone. Optuna's evaluators skip a parameter
-    missing from any trial and ``use_*`` flags are conditional, so the evaluator runs on a fresh in-memory
-    study whose trials carry the complete derived parameters (``derived_params``).
-    """
-    if len(summary.complete) < MIN_TRIALS_FOR_IMPORTANCE:
-        return (f"importance needs at least {MIN_TRIALS_FOR_IMPORTANCE} complete trials; "
-                f"this study has {len(summary.complete)}")
-    rows = derived_params(summary)
-    if not rows or not rows[0]:
-        return "no searched quantity varies between the complete trials"
-    dists = {name: _distribution([row[name] for row in rows]) for name in rows[0]}
-    out = {}
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for index, (metric, _direction) in enumerate(summary.objectives):
-        study = optuna.create_study(direction="minimize")  # variance does not care about the direction
-        study.add_trials([
-            optuna.trial.create_trial(params=row, distributions=dists, value=t.values[index])
-            for row, t in zip(rows, summary.complete, strict=True)
-        ])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            evaluator = optuna.importance.FanovaImportanceEvaluator(seed=seed)
-            scores = optuna.importance.get_param_importances(study, evaluator=evaluator)
-        out[metric] = {k: float(v) for k, v in sorted(scores.items(), key=lambda kv: -kv[1])}
-    return out
-
-
-def top_trials(summary: StudySummary, n: int) -> list[FrozenTrial]:
-    """The ``n`` best complete trials: the Pareto front first (best primary first), then by the primary."""
-    front = pareto_front(summary)
-    rest = [t for t in ranked(summary.complete, 0, summary.objectives[0][1]) if t not in front]
-    return (front + rest)[:n]
