@@ -22,7 +22,7 @@ from ..search.results import NoiseFloor, is_repeat, noise_floor
 from ..search.storage import StudyError
 
 __all__ = [
-    "Candidate",
+    "CandidateLayer",
     "StudySummary",
     "gram_on_resnet",
     "intermediate",
@@ -41,7 +41,7 @@ LPIPS_BACKBONES = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"
 
 
 @dataclass(frozen=True)
-class Candidate:
+class CandidateLayer:
     """One searchable layer: a content or style term at ``layer`` of loss network ``arch``."""
 
     group: str  # "content" | "style"
@@ -73,7 +73,7 @@ class StudySummary:
     counts: dict[str, int]
     random_weights: bool
     loss_net_weights: list[str]
-    candidates: list[Candidate] = field(default_factory=list)
+    candidates: list[CandidateLayer] = field(default_factory=list)
     archs: list[str] = field(default_factory=list)
     repeats: list[FrozenTrial] = field(default_factory=list)
     noise: dict[str, NoiseFloor] = field(default_factory=dict)
@@ -117,7 +117,7 @@ def _archs(space_config: Mapping[str, Any], trials: Sequence[FrozenTrial]) -> li
 
 
 def _candidates(space_config: Mapping[str, Any], archs: Sequence[str], complete: Sequence[FrozenTrial]
-                ) -> list[Candidate]:
+                ) -> list[CandidateLayer]:
     """Candidate layers per group and network: the space's list in its order (one list for every network,
     or ``{arch: [...]}``), then any other layer a trial of that network used, in forward order."""
     out = []
@@ -128,7 +128,7 @@ def _candidates(space_config: Mapping[str, Any], archs: Sequence[str], complete:
             listed = list(raw.get(arch) or []) if isinstance(raw, Mapping) else list(raw or [])
             used = {n for t in complete if trial_arch(t) == arch for n in t.user_attrs["layer_config"].get(key, {})}
             extra = sorted(used - set(listed), key=_network_order(arch))
-            out += [Candidate(group, arch, name) for name in [*listed, *extra]]
+            out += [CandidateLayer(group, arch, name) for name in [*listed, *extra]]
     return out
 
 
