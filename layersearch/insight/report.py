@@ -20,6 +20,7 @@ from ..outputs import RANDOM_BANNER, format_metric
 from ..search.dashboards import ui_url
 from ..search.results import NO_ESTIMATE, NOISE_ALPHA, describe, threshold
 from ..search.storage import load_study, redact
+from ..search.tracking import layers_label
 from . import figures
 from .best_trials import baseline_differences, pareto_front, top_trials
 from .effects import EffectTable, layer_effects, network_effects, step_effects
@@ -28,15 +29,7 @@ from .layer_section import GRAM_ON_RESNET, effect_blocks, layers_csv, network_bl
 from .layout import Heading, Image, Link, Para, Table, render_html, render_markdown
 from .places import confirm_path, inspect_dir, replace_dir, report_dir, staging_dir
 from .records import StudyRuns, log_folder, trial_runs
-from .study_summary import (
-    StudySummary,
-    gram_on_resnet,
-    layers_label,
-    self_graded,
-    summarize_study,
-    trial_costs,
-    trial_name,
-)
+from .study_summary import StudySummary, gram_on_resnet, self_graded, summarize_study, trial_costs, trial_name
 
 __all__ = ["ReportResult", "build_report", "write_report"]
 
@@ -73,7 +66,7 @@ def _runs_cell(metric: str, value: float, runs: int) -> str:
 
 
 def _config_label(layer_config: Mapping[str, Any]) -> str:
-    return layers_label(layer_config) + (" †" if gram_on_resnet(layer_config) else "")
+    return layers_label(layer_config, weights=True) + (" †" if gram_on_resnet(layer_config) else "")
 
 
 class _Report:

@@ -187,23 +187,6 @@ def gram_on_resnet(layer_config: Mapping[str, Any]) -> bool:
     return arch.startswith("resnet") and bool(layer_config.get("style_layers"))
 
 
-def layers_label(layer_config: Mapping[str, Any]) -> str:
-    """``relu2_2:1.0 + relu4_3:0.3 (style relu1_2:2.0) pixel:1`` - what a trial's loss was, in one line."""
-    parts = [" + ".join(f"{n}:{w:.3g}" for n, w in layer_config.get("content_layers", {}).items())]
-    style = layer_config.get("style_layers", {})
-    if style:
-        parts.append("style " + " + ".join(f"{n}:{w:.3g}" for n, w in style.items()))
-        if layer_config.get("content_weight") and layer_config.get("style_weight"):
-            parts.append(f"ratio {layer_config['content_weight'] / layer_config['style_weight']:.3g}")
-    if layer_config.get("pixel_weight"):
-        parts.append(f"pixel:{layer_config['pixel_weight']:.3g}")
-    if layer_config.get("tv_weight"):
-        parts.append(f"tv:{layer_config['tv_weight']:.3g}")
-    if layer_config.get("criterion", "mse") != "mse":
-        parts.append(str(layer_config["criterion"]))
-    return ", ".join(p for p in parts if p) or "(nothing)"
-
-
 def trial_name(trial: FrozenTrial) -> str:
     baseline = trial.user_attrs.get("baseline")
     return f"#{trial.number}" + (f" ({baseline})" if baseline else "")

@@ -19,6 +19,7 @@ from .store import (
     artifact_location_for,
     check_tracking,
     find_experiment,
+    layers_label,
     probe_tracking,
     trial_run_name,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "artifact_location_for",
     "check_tracking",
     "find_experiment",
+    "layers_label",
     "probe_tracking",
     "trial_run_name",
 ]

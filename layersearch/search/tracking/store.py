@@ -7,14 +7,16 @@ mlflow is imported inside the functions that need it: importing it takes seconds
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ...errors import LayersearchError
 from ..storage import STORAGE_TIMEOUT_S, database_url, redact, sqlite_path, within
 
 __all__ = [
     "TrackingError", "artifact_location_for", "check_tracking", "find_experiment", "is_database_uri",
-    "probe_tracking", "trial_run_name",
+    "layers_label", "probe_tracking", "trial_run_name",
 ]
 
 
@@ -85,20 +87,44 @@ def check_tracking(uri: str, artifacts: str | None) -> None:
                             "every worker and the dashboard can read (or an artifact URI such as s3://...)")
 
 
+def layers_label(layer_config: Mapping[str, Any], weights: bool = False) -> str:
+    """A layer config in one line, the one rule for every output that names one.
+
+    Short (MLflow run names, confirm rows): the layers, ``relu2_2+relu4_3+style:relu1_2+pixel``
+    (``style:`` marks Gram layers). With ``weights`` (the report's tables), what the loss was:
+    ``relu2_2:1 + relu4_3:0.3, style relu1_2:2, ratio 0.5, pixel:1`` (then ``tv:``, a criterion other than mse).
+    """
+    if not weights:
+        layers = list(layer_config.get("content_layers") or {})
+        layers += [f"style:{n}" for n in layer_config.get("style_layers") or {}]
+        if float(layer_config.get("pixel_weight") or 0) > 0:
+            layers.append("pixel")
+        return "+".join(layers) or "no layers"
+    parts = [" + ".join(f"{n}:{w:.3g}" for n, w in layer_config.get("content_layers", {}).items())]
+    style = layer_config.get("style_layers", {})
+    if style:
+        parts.append("style " + " + ".join(f"{n}:{w:.3g}" for n, w in style.items()))
+        if layer_config.get("content_weight") and layer_config.get("style_weight"):
+            parts.append(f"ratio {layer_config['content_weight'] / layer_config['style_weight']:.3g}")
+    if layer_config.get("pixel_weight"):
+        parts.append(f"pixel:{layer_config['pixel_weight']:.3g}")
+    if layer_config.get("tv_weight"):
+        parts.append(f"tv:{layer_config['tv_weight']:.3g}")
+    if layer_config.get("criterion", "mse") != "mse":
+        parts.append(str(layer_config["criterion"]))
+    return ", ".join(p for p in parts if p) or "(nothing)"
+
+
 def trial_run_name(number: int, layer_config: dict | None, baseline: str | None = None,
                    retry_of: int | None = None) -> str:
-    """``#12 relu2_2+relu4_3`` (``style:`` marks Gram layers), ``#0 johnson_sr`` for a baseline.
+    """``#12 relu2_2+relu4_3`` (`layers_label`), ``#0 johnson_sr`` for a baseline.
 
     The runs table then answers "which layers" without opening each run.
     """
     if baseline:
         what = baseline
     elif layer_config:
-        layers = list(layer_config.get("content_layers") or {})
-        layers += [f"style:{n}" for n in layer_config.get("style_layers") or {}]
-        if float(layer_config.get("pixel_weight") or 0) > 0:
-            layers.append("pixel")
-        what = "+".join(layers) or "no layers"
+        what = layers_label(layer_config)
     else:
         what = "infeasible"
     return f"#{number} {what}" + (f" (retry of #{retry_of})" if retry_of is not None else "")
