@@ -58,7 +58,7 @@ class StudySummary:
     """What the report needs to know about a study, read once from Optuna.
 
     ``complete`` holds the COMPLETE trials that carry a ``layer_config``, first runs only: a baseline's
-    repeats with another seed (``repeats``, see search/noise.py) measure seed noise (``noise``) and are not
+    repeats with another seed (``repeats``, see search/results/noise.py) measure seed noise (``noise``) and are not
     extra configs, so effects, importances, fronts and top tables never see them. ``trials`` holds every
     trial but the repeats. ``objectives`` is ``[(metric, "minimize" | "maximize")]``, primary first.
     """

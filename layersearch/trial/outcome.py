@@ -1,6 +1,6 @@
 """One training run behind the `Trial` handle, and how it ended: the one place that reads outcomes.
 
-The sweep (search/runner.py) and confirm (insight/confirm.py) both call `run_training`, then record the
+The sweep (search/loop/runner.py) and confirm (insight/confirm/job.py) both call `run_training`, then record the
 `Outcome` their own way (an Optuna trial, a confirm job). Whatever the kind of training, the same rules
 decide its state:
 

@@ -1,4 +1,4 @@
-"""search/noise.py: the seed-noise floor from baseline repeats, and the rule that calls differences against it."""
+"""search/results/noise.py: the seed-noise floor from baseline repeats, and the rule that calls differences against it."""
 
 from __future__ import annotations
 

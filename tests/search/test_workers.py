@@ -90,7 +90,7 @@ def test_reservation_waits_while_the_last_trials_run_and_frees_a_failed_slot(tmp
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_heartbeat_thread_keeps_a_trial_alive_and_a_dead_one_is_failed_and_retried_once(tmp_path, kind):
-    # Optuna's private heartbeat API is used in storage.py only; this fails if Optuna changes it.
+    # Optuna's private heartbeat API is used in search/storage/study_storage.py only; this fails if Optuna changes it.
     url = f"sqlite:///{tmp_path}/o.db" if kind == "sqlite" else f"journal:///{tmp_path}/j.log"
     study = _study(url)
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})

@@ -2,7 +2,7 @@
 
 Each (config, seed) run is enqueued as a fixed trial (user attrs: config key, seed, layer config) and told its
 scores when it finishes; ``study.ask()`` pops one queued job per caller, so several confirm processes share the
-queue and a killed one resumes where it stopped (see insight/confirm.py).
+queue and a killed one resumes where it stopped (see insight/confirm/run.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """`layersearch sweep` and ``layersearch.sweep(train, overrides=[...])``: run or resume a study.
 
 With ``study.workers > 1`` (or ``study.trials_per_device``, or ``launcher=slurm``) this process prepares the
-study and starts the workers (search/launch.py); otherwise it is the one worker (search/loop.py).
+study and starts the workers (search/loop/launch.py); otherwise it is the one worker (search/loop/worker.py).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The study a sweep runs: validated before anything is created, then created (or resumed) with its
 literature baselines enqueued, its trials reserved one at a time, and summed up.
 
-Our own ask/tell loop (search/loop.py) rather than Hydra's Optuna sweeper: the training reports every
+Our own ask/tell loop (search/loop/worker.py) rather than Hydra's Optuna sweeper: the training reports every
 evaluation to the trial so it can be pruned, baselines are enqueued first, and every trial (pruned and
 failed ones too) is recorded with its reason.
 """
@@ -100,7 +100,7 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace, log, seeds: list[
 
     Each baseline runs once per seed in ``seeds``: the first run is a trial like any other, the others are
     repeats (``repeat_of`` its number), queued right behind it, not counted in ``study.n_trials``: they
-    measure the study's seed noise (search/noise.py).
+    measure the study's seed noise (search/results/noise.py).
     """
     queued = []
     for name in space.baselines:

@@ -61,7 +61,7 @@ def best_rows(study: optuna.Study, objectives: list[tuple[str, str]]) -> dict[st
 def noise_lines(study: optuna.Study, objectives: list[tuple[str, str]]) -> list[str]:
     """The study's seed noise and, for the best trial on the primary objective, each baseline's verdict.
 
-    "better"/"worse" only beyond the seed noise measured by the baselines' repeats (search/noise.py: a
+    "better"/"worse" only beyond the seed noise measured by the baselines' repeats (search/results/noise.py: a
     t test at 5% with the pooled seed SD); "within noise" otherwise.
     """
     trials = study.get_trials(deepcopy=False)

@@ -1,7 +1,7 @@
 """MLflow records of a study: one experiment per study, one run per trial, one summary run.
 
-Names, tags and the store checks are in tracking_store.py, the dashboard in ui.py; both are re-exported
-here. mlflow is imported inside the functions that need it: importing it takes seconds.
+Names, tags and the store checks are in store.py (re-exported here), the summary run in summary_run.py.
+mlflow is imported inside the functions that need it: importing it takes seconds.
 """
 
 from __future__ import annotations
@@ -362,7 +362,7 @@ class StudyTracker:
     @_tolerant
     def log_summary(self, best: list[dict], pareto_table: list[dict], storage_url: str,
                     extra_params: dict | None = None) -> str:
-        """Write the run `summary` (see `tracking_summary.write_summary_run`); returns its run id."""
+        """Write the run `summary` (see `summary_run.write_summary_run`); returns its run id."""
         return write_summary_run(self, best, pareto_table, storage_url, extra_params)
 
     def start_run(
