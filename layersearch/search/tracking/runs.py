@@ -1,7 +1,8 @@
 """MLflow records of a study: one experiment per study, one run per trial, one summary run.
 
-Names, tags and the store checks are in store.py (re-exported here), the summary run in summary_run.py.
-mlflow is imported inside the functions that need it: importing it takes seconds.
+Names, tags and the store checks are in store.py, the summary run in summary_run.py; the package's
+__init__ exports what the rest of layersearch uses. mlflow is imported inside the functions that need it:
+importing it takes seconds.
 """
 
 from __future__ import annotations
@@ -31,47 +32,33 @@ from ..storage import (
     storage_lock,
     within,
 )
-from .store import (  # noqa: F401 - re-exported: the names of a study's records
+from .store import (
     _BATCH,
     BACKFILL_TAG,
     CREATE_TAG,
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
-    KILLED_REASONS,
     MAX_PARAM_CHARS,
     NONFINITE_TAG,
     NOTE_TAG,
-    PRECISION_TAG,
     RANDOM_NOTE,
     RANDOM_WEIGHTS_TAG,
     REASON_TAG,
-    RETRY_TAG,
     RUN_STATUS,
     STATE_TAG,
     STORAGE_TAG,
-    SUMMARY_TAG,
     TRIAL_TAG,
     TrackingError,
     _killed,
     _probe_server,
     artifact_location_for,
     check_tracking,
-    find_experiment,
     is_database_uri,
-    probe_tracking,
     trial_run_name,
 )
 from .summary_run import write_summary_run
 
-__all__ = [
-    "StudyTracker",
-    "TrackingError",
-    "artifact_location_for",
-    "check_tracking",
-    "probe_tracking",
-    "trial_run_name",
-    "find_experiment",
-]
+__all__ = ["StudyTracker"]
 
 
 def _now_ms() -> int:
