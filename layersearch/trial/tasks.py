@@ -17,18 +17,9 @@ from torch import nn
 
 from ..errors import ConfigValueError
 from ..lossnet.loss import PerceptualLoss
-from .data import (
-    DataError,
-    center_crop,
-    check_min_size,
-    crop_to_multiple,
-    degrade,
-    load_image,
-    load_split,
-    random_crops,
-    sample_image,
-)
+from .data import DataError, load_image, load_split, sample_image
 from .metrics import LPIPSMetric, psnr_y, ssim_y, style_distance
+from .transforms import center_crop, check_min_size, crop_to_multiple, degrade, random_crops
 
 
 def target_class(cfg: Mapping[str, Any]) -> type:

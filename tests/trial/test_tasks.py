@@ -13,7 +13,7 @@ from torch import nn
 from layersearch.errors import ConfigValueError
 from layersearch.lossnet.loss import PerceptualLoss
 from layersearch.lossnet.weights import RandomWeightsWarning
-from layersearch.trial.data import DataError, degrade
+from layersearch.trial.data import DataError
 from layersearch.trial.metrics import PSNR_CAP_DB
 from layersearch.trial.tasks import (
     TRIALS_PER_DEVICE_ENV,
@@ -25,6 +25,7 @@ from layersearch.trial.tasks import (
     trials_sharing_device,
 )
 from layersearch.trial.train import layer_config
+from layersearch.trial.transforms import degrade
 
 
 def make_task(cfg: dict):
