@@ -17,6 +17,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from ..lossnet.layers import LayerError, layer_names
+from ..lossnet.registry import gram_ok
 from ..lossnet.weights import weights_label
 from ..search.results import NoiseFloor, is_repeat, noise_floor
 from ..search.storage import StudyError
@@ -184,7 +185,7 @@ def gram_on_resnet(layer_config: Mapping[str, Any]) -> bool:
     """Gram (style) terms on a ResNet: residual features give poor Gram statistics (Wang, Li & Vasconcelos,
     CVPR 2021), so the report marks such configs."""
     arch = str(layer_config.get("loss_net", {}).get("arch", ""))
-    return arch.startswith("resnet") and bool(layer_config.get("style_layers"))
+    return not gram_ok(arch) and bool(layer_config.get("style_layers"))
 
 
 def trial_name(trial: FrozenTrial) -> str:

@@ -15,8 +15,8 @@ import optuna
 import yaml
 from optuna.trial import FrozenTrial, TrialState
 
-from ...lossnet.layers import is_vgg
 from ...lossnet.loss import LossConfig
+from ...lossnet.registry import loss_network
 from ...lossnet.weights import any_random
 from ...outputs import RANDOM_BANNER, atomic_write_text
 from ..storage import StudyError, load_study, redact
@@ -71,7 +71,7 @@ def basicsr_block(config: Mapping[str, Any]) -> dict[str, Any]:
     Its VGGFeatureExtractor builds torchvision's VGGs (with or without batch norm) and no other network.
     """
     cfg = LossConfig.from_mapping(config)
-    if not is_vgg(cfg.arch):
+    if not loss_network(cfg.arch).basicsr_names:
         raise ExportError(f"export.format=basicsr: BasicSR's PerceptualLoss takes VGG only (vgg11..vgg19, with or "
                           f"without _bn), and this config's loss network is {cfg.arch}; export it as yaml and load "
                           "it with layersearch's PerceptualLoss.from_config")
