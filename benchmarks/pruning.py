@@ -41,10 +41,11 @@ from scipy import stats
 from layersearch.config import compose_config, to_container
 from layersearch.insight.analysis import intermediate, summarize_study
 from layersearch.insight.effects import layer_effects, step_effects
-from layersearch.outputs import RANDOM_BANNER, format_metric
+from layersearch.outputs import RANDOM_BANNER
 from layersearch.search.noise import describe, noise_floor
 from layersearch.search.ranking import first_runs
 from layersearch.search.study import warmup_steps
+from layersearch.trial.metric_registry import format_metric
 
 RANDOM = ["preset=quickstart", "loss_net.weights=random", "metrics.lpips.weights=random"]
 

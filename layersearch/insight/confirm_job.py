@@ -14,11 +14,11 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from ..outputs import format_metric
 from ..search.outcome import run_training
 from ..search.storage import HEARTBEAT_S, heartbeat_thread, redact
 from ..search.tracking import PRECISION_TAG, StudyTracker
 from ..trial.handle import Trial
+from ..trial.metric_registry import format_metric
 from .confirm_plan import Settings
 from .confirm_queue import FAILED_RESULT, KEY, SEED
 

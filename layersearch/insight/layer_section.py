@@ -7,7 +7,7 @@ import csv
 import io
 from collections.abc import Sequence
 
-from ..outputs import format_metric
+from ..trial.metric_registry import format_metric
 from .analysis import StudySummary
 from .effects import ALPHA, LEVEL, MIN_DF, MIN_PER_SIDE, TOO_FEW, EffectTable, LayerEffect, NetworkEffect
 from .layout import Block, Heading, Para, Table

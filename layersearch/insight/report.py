@@ -16,11 +16,12 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from ..errors import ConfigValueError
-from ..outputs import RANDOM_BANNER, format_metric
+from ..outputs import RANDOM_BANNER
 from ..search.noise import ALPHA as NOISE_ALPHA
 from ..search.noise import NO_ESTIMATE, describe, threshold
 from ..search.storage import load_study, redact
 from ..search.tracking import ui_url
+from ..trial.metric_registry import format_metric
 from . import figures
 from .analysis import (
     IMPORTANCE_METHOD,

@@ -20,8 +20,8 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from ..outputs import format_metric
 from ..trial.handle import Trial
+from ..trial.metric_registry import format_metric
 from .algorithms import MultiObjectiveMedian
 from .outcome import run_training
 from .space import Infeasible, SearchSpace

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import TrialState
 
-from ..outputs import format_metric
+from ..trial.metric_registry import format_metric
 from .export import provenance_config
 from .noise import compare, describe, is_repeat, noise_floor, runs_of
 from .ranking import first_runs, front

@@ -1,14 +1,17 @@
 """The metric registry: one entry per metric (direction, format, computation, needs), and adding a metric is
-one `register` call that `Trial.score`, the tasks, the objective directions and the tables then use. Random LPIPS weights only; nothing is downloaded."""
+one `register` call that `layersearch score`, `Trial.score`, the tasks, the objective directions and the tables
+then use. Random LPIPS weights only; nothing is downloaded."""
 
 from __future__ import annotations
 
 import types
 import warnings
 
+import numpy as np
 import pytest
 import torch
 from helpers import smoke
+from PIL import Image
 
 from layersearch.lossnet.weights import RandomWeightsWarning
 from layersearch.trial.handle import Trial, score_images
@@ -165,6 +168,22 @@ def test_a_registered_metric_is_scored_by_score_and_trial_score(toy_mae, tmp_pat
     assert scores["toy_mae"] == pytest.approx(expected, rel=1e-12)
     assert from_trial == scores
     assert restoration_metrics()[-1] == "toy_mae" and "toy_mae" not in metric_names(STYLE)
+
+
+def test_a_registered_metric_is_printed_by_layersearch_score(toy_mae, tmp_path, monkeypatch, capsys):
+    from layersearch.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    for folder, seed in (("pred", 1), ("target", 2)):
+        (tmp_path / folder).mkdir()
+        pixels = (np.random.default_rng(seed).random((40, 40, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(tmp_path / folder / "a.png")
+    assert main(["score", "preset=smoke", "pred_dir=pred", "target_dir=target", "scale=0", "out_dir=out"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("run "))
+    header, row = lines[at], lines[at + 1]
+    assert header.split() == ["run", "lpips", "psnr_y", "ssim_y", "toy_mae"]
+    assert len(row.split()[-1].split(".")[1]) == 3  # its own format, .3f
 
 
 def test_a_registered_metric_is_an_objective_with_its_direction(toy_mae):
