@@ -22,6 +22,7 @@ from ..lossnet.weights import weights_label
 from ..search.noise import NoiseFloor, compare, is_repeat, noise_floor, runs_of
 from ..search.ranking import front
 from ..search.storage import StudyError
+from ..trial.metric_registry import self_graded_archs
 
 __all__ = [
     "IMPORTANCE_METHOD",
@@ -46,8 +47,6 @@ GROUPS = (("content", "content_layers", ""), ("style", "style_layers", "style_")
 IMPORTANCE_METHOD = "fANOVA (optuna.importance.FanovaImportanceEvaluator, Hutter et al. 2014)"
 #: Fewer complete trials than this and importance is not computed (the top quantile would be one trial).
 MIN_TRIALS_FOR_IMPORTANCE = 8
-#: LPIPS backbone (metrics.lpips.net) -> the loss network that is the same network with the same weights.
-LPIPS_BACKBONES = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
 
 
 @dataclass(frozen=True)
@@ -186,8 +185,7 @@ def trial_costs(summary: StudySummary) -> dict[str, tuple[float | None, int]]:
 
 def self_graded(summary: StudySummary, lpips: str | None) -> list[str]:
     """The searched loss networks that are the LPIPS backbone too (``lpips`` as ``alex/imagenet``)."""
-    backbone = LPIPS_BACKBONES.get(str(lpips or "").split("/")[0].strip())
-    return [a for a in summary.archs if a == backbone]
+    return self_graded_archs(summary.archs, str(lpips or "").split("/")[0].strip())
 
 
 def gram_on_resnet(layer_config: Mapping[str, Any]) -> bool:
