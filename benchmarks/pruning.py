@@ -41,9 +41,10 @@ from scipy import stats
 from layersearch.config import compose_config, to_container
 from layersearch.insight.effects import layer_effects, step_effects
 from layersearch.insight.study_summary import intermediate, summarize_study
-from layersearch.outputs import RANDOM_BANNER, format_metric
+from layersearch.outputs import RANDOM_BANNER
 from layersearch.search.loop import warmup_steps
 from layersearch.search.results import describe, first_runs, noise_floor
+from layersearch.trial.metric_registry import format_metric
 
 RANDOM = ["preset=quickstart", "loss_net.weights=random", "metrics.lpips.weights=random"]
 

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING
 from .config import compose_config, config_groups, to_container
 from .errors import LayersearchError, RandomWeightsWarning
 from .lossnet.layers import ARCHS, check_arch, format_layer_table
-from .outputs import RANDOM_BANNER, format_table, timestamped_dir
+from .outputs import RANDOM_BANNER, timestamped_dir
+from .trial.metric_registry import format_table, restoration_metrics
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
@@ -135,7 +136,7 @@ def run_score(cfg: DictConfig) -> int:
     if result["random_weights"]:
         print(RANDOM_BANNER)
     print(f"{result['n_images']} images, LPIPS {result['weights']['lpips']}, shave {cfg.scale}px")
-    print(format_table({"mean": result["mean"]}, ["lpips", "psnr_y", "ssim_y"]))
+    print(format_table({"mean": result["mean"]}, restoration_metrics()))
     if result["unmatched"]:
         print(f"ignored {len(result['unmatched'])} files without a partner: {', '.join(result['unmatched'][:5])}")
     print(f"wrote {result['out']}")

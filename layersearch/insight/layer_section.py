@@ -8,7 +8,7 @@ import io
 from collections.abc import Sequence
 
 from ..lossnet.registry import gram_ok
-from ..outputs import format_metric
+from ..trial.metric_registry import format_metric
 from .effects import ALPHA, LEVEL, MIN_DF, MIN_PER_SIDE, TOO_FEW, EffectTable, LayerEffect, NetworkEffect
 from .layout import Block, Heading, Para, Table
 from .study_summary import StudySummary

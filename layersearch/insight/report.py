@@ -16,11 +16,12 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from ..errors import ConfigValueError
-from ..outputs import RANDOM_BANNER, format_metric
+from ..outputs import RANDOM_BANNER
 from ..search.dashboards import ui_url
 from ..search.results import NO_ESTIMATE, NOISE_ALPHA, describe, threshold
 from ..search.storage import load_study, redact
 from ..search.tracking import layers_label
+from ..trial.metric_registry import format_metric
 from . import figures
 from .best_trials import baseline_differences, pareto_front, top_trials
 from .effects import EffectTable, layer_effects, network_effects, step_effects

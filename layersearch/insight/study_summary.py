@@ -21,6 +21,7 @@ from ..lossnet.registry import gram_ok
 from ..lossnet.weights import weights_label
 from ..search.results import NoiseFloor, is_repeat, noise_floor
 from ..search.storage import StudyError
+from ..trial.metric_registry import self_graded_archs
 
 __all__ = [
     "CandidateLayer",
@@ -37,8 +38,6 @@ __all__ = [
 ]
 
 GROUPS = (("content", "content_layers", ""), ("style", "style_layers", "style_"))
-#: LPIPS backbone (metrics.lpips.net) -> the loss network that is the same network with the same weights.
-LPIPS_BACKBONES = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
 
 
 @dataclass(frozen=True)
@@ -177,8 +176,7 @@ def trial_costs(summary: StudySummary) -> dict[str, tuple[float | None, int]]:
 
 def self_graded(summary: StudySummary, lpips: str | None) -> list[str]:
     """The searched loss networks that are the LPIPS backbone too (``lpips`` as ``alex/imagenet``)."""
-    backbone = LPIPS_BACKBONES.get(str(lpips or "").split("/")[0].strip())
-    return [a for a in summary.archs if a == backbone]
+    return self_graded_archs(summary.archs, str(lpips or "").split("/")[0].strip())
 
 
 def gram_on_resnet(layer_config: Mapping[str, Any]) -> bool:

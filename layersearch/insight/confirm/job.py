@@ -14,10 +14,10 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from ...outputs import format_metric
 from ...search.storage import HEARTBEAT_S, heartbeat_thread, redact
 from ...search.tracking import PRECISION_TAG, StudyTracker
 from ...trial.handle import Trial
+from ...trial.metric_registry import format_metric
 from ...trial.outcome import run_training
 from .plan import Settings
 from .queue import FAILED_RESULT, KEY, SEED

@@ -7,7 +7,8 @@ import statistics
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ...outputs import RANDOM_BANNER, format_metric, format_table
+from ...outputs import RANDOM_BANNER
+from ...trial.metric_registry import format_metric, format_table
 from ..stats import rank_correlation, verdict, welch_test
 from .plan import Candidate, Settings
 

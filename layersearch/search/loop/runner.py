@@ -20,8 +20,8 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
-from ...outputs import format_metric
 from ...trial.handle import Trial
+from ...trial.metric_registry import format_metric
 from ...trial.outcome import run_training
 from ..storage import HEARTBEAT_S, heartbeat_thread
 from ..tracking import PRECISION_TAG, RETRY_TAG, StudyTracker, trial_run_name

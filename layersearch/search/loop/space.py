@@ -16,7 +16,7 @@ from typing import Any
 from ...errors import LayersearchError
 from ...lossnet.layers import ARCHS, LayerError, check_arch, validate_layers
 from ...lossnet.loss import CRITERIA, ConfigError, LossConfig
-from ...trial.metrics import LPIPS_NETS
+from ...trial.metric_registry import LPIPS_NETS, lpips_graded, self_graded_archs
 
 
 class SpaceError(LayersearchError, ValueError):
@@ -326,11 +326,7 @@ class SearchSpace:
         return grid
 
 
-# The metrics computed on the LPIPS backbone's features (style_distance: Grams on its layers).
-LPIPS_METRICS = ("lpips", "content_lpips", "style_distance")
-
-
-def metric_overlap_warning(archs: Sequence[str], lpips_net: str, objectives: Sequence[str] = LPIPS_METRICS
+def metric_overlap_warning(archs: Sequence[str], lpips_net: str, objectives: Sequence[str] | None = None
                            ) -> str | None:
     """One warning line when a searched loss network is also the LPIPS backbone that grades the trials.
 
@@ -339,11 +335,13 @@ def metric_overlap_warning(archs: Sequence[str], lpips_net: str, objectives: Seq
     Args:
         archs: the loss networks searched (``SearchSpace.archs``).
         lpips_net: ``metrics.lpips.net`` (``alex``, ``vgg``, ``squeeze``).
-        objectives: the metrics the study optimises; without an LPIPS-based one there is nothing to say.
+        objectives: the metrics the study optimises; without one computed on the LPIPS backbone
+            (`lpips_graded`: lpips, content_lpips, style_distance) there is nothing to say. None: as if there were.
     """
-    backbone = LPIPS_NETS.get(str(lpips_net))
-    if backbone not in archs or not set(objectives) & set(LPIPS_METRICS):
+    shared = self_graded_archs(archs, lpips_net)
+    if not shared or (objectives is not None and not lpips_graded(objectives)):
         return None
+    backbone = shared[0]
     others = [net for net, arch in LPIPS_NETS.items() if arch not in archs]
     instead = f"; metrics.lpips.net={others[0]} would grade independently" if others else ""
     return (f"warning: {backbone} is both a loss network searched and the backbone of LPIPS "

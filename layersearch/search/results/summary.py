@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import optuna
 from optuna.trial import TrialState
 
-from ...outputs import format_metric
+from ...trial.metric_registry import format_metric
 from ..storage import redact, storage_lock
 from .export import provenance_config
 from .noise import compare, describe, is_repeat, noise_floor, runs_of
