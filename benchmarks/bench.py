@@ -339,7 +339,7 @@ def trial_breakdown(device: torch.device, dry: bool, repeats: int) -> dict:
 
 
 def sweep_overhead(dry: bool) -> dict:
-    from layersearch.search.sweep import run_sweep
+    from layersearch.search import run_sweep
 
     with tempfile.TemporaryDirectory() as tmp:
         steps = "trainer.steps=4" if dry else "trainer.steps=20"

@@ -41,9 +41,9 @@ def main() -> int:
     size = {"batch_size": args.batch_size, "crop": args.crop, "size": args.size}
     warnings.simplefilter("ignore")
 
-    from layersearch.search.outcome import run_training
     from layersearch.trial.command import CommandTraining
     from layersearch.trial.handle import Trial
+    from layersearch.trial.outcome import run_training
     from layersearch.trial.python import PythonTraining, resolve_function
 
     lines: list[str] = []

@@ -39,12 +39,12 @@ from optuna.trial import TrialState
 from scipy import stats
 
 from layersearch.config import load_settings
-from layersearch.insight.analysis import intermediate, summarize_study
 from layersearch.insight.effects import layer_effects, step_effects
-from layersearch.outputs import RANDOM_BANNER, format_metric
-from layersearch.search.noise import describe, noise_floor
-from layersearch.search.ranking import first_runs
-from layersearch.search.study import warmup_steps
+from layersearch.insight.study_summary import intermediate, summarize_study
+from layersearch.outputs import RANDOM_BANNER
+from layersearch.search.loop import warmup_steps
+from layersearch.search.results import describe, first_runs, noise_floor
+from layersearch.trial.metric_registry import format_metric
 
 RANDOM = ["preset=quickstart", "loss_net.weights=random", "metrics.lpips.weights=random"]
 

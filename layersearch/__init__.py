@@ -28,8 +28,8 @@ _LAZY = {
     "Pruned": "trial.handle",
     "TrialFailed": "trial.handle",
     "trial_from_env": "trial.env",
-    "sweep": "search.sweep",
-    "SweepResult": "search.summary",
+    "sweep": "search",
+    "SweepResult": "search",
 }
 
 __all__ = [
@@ -58,8 +58,7 @@ if TYPE_CHECKING:
     from .lossnet.layers import ARCHS, LayerError, layer_names, layer_table
     from .lossnet.loss import ConfigError, LossConfig, PerceptualLoss, gram_matrix
     from .lossnet.weights import WeightsError
-    from .search.summary import SweepResult
-    from .search.sweep import sweep
+    from .search import SweepResult, sweep
     from .trial.env import trial_from_env
     from .trial.handle import Pruned, Trial, TrialFailed
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from .config import compose_config, config_groups, to_container
 from .errors import LayersearchError, RandomWeightsWarning
 from .lossnet.layers import ARCHS, check_arch, format_layer_table
-from .outputs import RANDOM_BANNER, format_table, timestamped_dir
+from .outputs import RANDOM_BANNER, timestamped_dir
 from .settings import Settings, parse_settings
+from .trial.metric_registry import format_table, restoration_metrics
 
 USAGE = """usage: layersearch COMMAND [ARGS]
 
@@ -136,7 +137,7 @@ def run_score(settings: Settings) -> int:
     if result["random_weights"]:
         print(RANDOM_BANNER)
     print(f"{result['n_images']} images, LPIPS {result['weights']['lpips']}, shave {settings.scale}px")
-    print(format_table({"mean": result["mean"]}, ["lpips", "psnr_y", "ssim_y"]))
+    print(format_table({"mean": result["mean"]}, restoration_metrics()))
     if result["unmatched"]:
         print(f"ignored {len(result['unmatched'])} files without a partner: {', '.join(result['unmatched'][:5])}")
     print(f"wrote {result['out']}")
@@ -144,7 +145,7 @@ def run_score(settings: Settings) -> int:
 
 
 def run_sweep(settings: Settings) -> int:
-    from .search.sweep import run_sweep
+    from .search import run_sweep
 
     result = run_sweep(settings)
     print(format_result(result))
@@ -178,7 +179,7 @@ def run_export(settings: Settings) -> int:
     if settings.export.source == "confirm":
         from .insight.confirm import export_confirmed as export_study
     else:
-        from .search.export import export_study
+        from .search.results import export_study
 
     paths = export_study(settings)
     for path in paths:
@@ -189,8 +190,8 @@ def run_export(settings: Settings) -> int:
 
 
 def run_ui(settings: Settings) -> int:
+    from .search.dashboards import run_ui as serve
     from .search.storage import check_study_name
-    from .search.tracking import run_ui as serve
 
     check_study_name(settings.study.name)
     port = settings.port
@@ -198,7 +199,7 @@ def run_ui(settings: Settings) -> int:
 
 
 def run_dashboard(settings: Settings) -> int:
-    from .search.dashboard import serve_dashboard
+    from .search.dashboards import serve_dashboard
 
     return serve_dashboard(settings.study, settings.paths.studies_dir, port=settings.port)
 

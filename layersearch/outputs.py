@@ -1,4 +1,4 @@
-"""Files people read: metric tables, result grids, JSON, all written atomically."""
+"""Files people read: result grids, JSON, all written atomically (metric tables: ``trial.metric_registry``)."""
 
 from __future__ import annotations
 
@@ -65,42 +65,6 @@ def atomic_write_json(path: str | Path, data: Any) -> Path:
         return _finite(obj)
 
     return atomic_write_text(path, json.dumps(clean(data), indent=2) + "\n")
-
-
-#: Metric name (or a column that ends in it) -> format spec: enough digits to show the differences that matter
-#: between trials. PSNR moves by hundredths of a dB between seeds; LPIPS by 1e-4 on values near 0.01, so it
-#: needs significant digits, not decimals; SSIM lives in [0, 1] and moves in the third or fourth decimal.
-METRIC_FORMATS = {"psnr": ".2f", "ssim": ".4f", "lpips": "#.4g", "style_distance": "#.4g"}
-DEFAULT_METRIC_FORMAT = "#.4g"  # unknown user metrics: four significant digits whatever the scale ("#": keep 0s)
-
-
-def format_metric(name: str, value: float | None, signed: bool = False) -> str:
-    """``value`` of metric ``name`` as people should read and compare it.
-
-    ``psnr_y`` two decimals (``30.09``), ``lpips``/``content_lpips`` four significant digits, trailing zeros kept (``0.008512``, ``0.3000``),
-    ``ssim_y`` four decimals, ``style_distance`` and unknown metrics four significant digits. ``name`` may
-    carry a prefix (``feature psnr_y``, ``val_lpips``): the first known metric it contains decides.
-    ``signed=True`` prints a sign, for differences (``+0.09``). None is ``n/a``; inf and nan print as such.
-    """
-    if value is None:
-        return "n/a"
-    value = float(value)
-    if not math.isfinite(value):
-        return str(value)
-    key = name.lower()
-    spec = next((f for metric, f in METRIC_FORMATS.items() if metric in key), DEFAULT_METRIC_FORMAT)
-    return format(value, ("+" if signed else "") + spec)
-
-
-def format_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]) -> str:
-    """A plain-text table: one row per name, one column per metric, each value as ``format_metric`` prints it."""
-    width = max([len("run"), *map(len, rows)])
-    cell = max([14, *map(len, columns)])
-    lines = [f"{'run':<{width}}  " + "  ".join(f"{c:>{cell}}" for c in columns)]
-    for name, values in rows.items():
-        cells = [f"{format_metric(c, values[c]) if c in values else '-':>{cell}}" for c in columns]
-        lines.append(f"{name:<{width}}  " + "  ".join(cells))
-    return "\n".join(lines)
 
 
 def save_grid(path: str | Path, titles: Sequence[str], rows: Sequence[Sequence[torch.Tensor]],

@@ -24,7 +24,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from layersearch.search.tracking import UI_ENV, StudyTracker, stop_server, ui_command, ui_url
+from layersearch.search.dashboards import UI_ENV, stop_server, ui_command, ui_url
+from layersearch.search.tracking import StudyTracker
 
 STUDY = "e2e-study"
 

@@ -1,6 +1,6 @@
 """Studies with a known answer, built in seconds without training: for the report's tests and benchmark.
 
-Trials carry what `layersearch sweep` stores (search/study.py `_check_same_study`, search/runner.py): the
+Trials carry what `layersearch sweep` stores (search/loop/study.py `_check_same_study`, search/loop/runner.py): the
 study attributes `objectives`, `search_space`, `task`, `search_space_config`, `random_weights` (and `lpips`,
 "net/weights", when asked), and per trial the `layer_config` and `seed` user attributes, the primary
 objective at every evaluation step (Optuna's intermediate values with one objective, the user attribute

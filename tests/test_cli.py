@@ -35,8 +35,8 @@ def test_every_user_error_type_shares_the_base():
     from layersearch.lossnet.layers import LayerError
     from layersearch.lossnet.loss import ConfigError
     from layersearch.lossnet.weights import WeightsError
-    from layersearch.search.export import ExportError
-    from layersearch.search.space import SpaceError
+    from layersearch.search.loop import SpaceError
+    from layersearch.search.results import ExportError
     from layersearch.search.storage import StudyError
     from layersearch.search.tracking import TrackingError
     from layersearch.trial.data import DataError

@@ -8,8 +8,7 @@ import torch
 from layersearch.config import compose_config, config_dir, config_groups, load_settings, to_container
 from layersearch.lossnet.layers import layer_names
 from layersearch.lossnet.loss import LossConfig
-from layersearch.search.space import SearchSpace
-from layersearch.search.study import make_pruner, make_sampler, resolve_objectives
+from layersearch.search.loop import SearchSpace, make_pruner, make_sampler, resolve_objectives
 from layersearch.settings import parse_settings
 from layersearch.trial.kinds import make_training
 from layersearch.trial.tasks import build_task, construct

@@ -37,8 +37,10 @@ from dataclasses import dataclass, field
 import numpy as np
 from optuna.trial import FrozenTrial, TrialState
 
-from .analysis import Candidate, StudySummary, better_if, intermediate, searched_quantities, trial_arch
+from .best_trials import better_if
+from .importance import searched_quantities
 from .stats import contrast, holm, ols_hc3
+from .study_summary import CandidateLayer, StudySummary, intermediate, trial_arch
 
 __all__ = ["ALPHA", "LEVEL", "MIN_DF", "MIN_PER_SIDE", "EffectTable", "LayerEffect", "NetworkEffect",
            "layer_effects", "network_effects", "step_effects", "verdict_of"]
@@ -152,7 +154,7 @@ def _covariates(trials: Sequence[FrozenTrial]) -> dict[str, np.ndarray]:
     return {k: v for k, v in out.items() if np.ptp(v) > 0}
 
 
-def _used(trials: Sequence[FrozenTrial], c: Candidate) -> np.ndarray:
+def _used(trials: Sequence[FrozenTrial], c: CandidateLayer) -> np.ndarray:
     return np.array([trial_arch(t) == c.arch and c.layer in t.user_attrs["layer_config"].get(c.key, {})
                      for t in trials], dtype=bool)
 

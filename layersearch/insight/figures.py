@@ -14,8 +14,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .analysis import StudySummary, better_if, pareto_front, pruned_at, trial_name  # noqa: E402
+from .best_trials import better_if, pareto_front  # noqa: E402
 from .effects import LayerEffect  # noqa: E402
+from .study_summary import StudySummary, pruned_at, trial_name  # noqa: E402
 
 RANDOM_TITLE = " [RANDOM WEIGHTS]"
 

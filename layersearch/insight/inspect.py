@@ -34,9 +34,9 @@ from ..lossnet.weights import any_random, weights_label
 from ..outputs import RANDOM_BANNER, atomic_write_json, save_grid, timestamped_dir
 from ..search.storage import StudyError, load_study
 from ..settings import InspectSettings, Settings
-from ..trial.data import center_crop
 from ..trial.metrics import LPIPSMetric, psnr_y
 from ..trial.tasks import load_style_image
+from ..trial.transforms import center_crop
 from .places import inspect_dir, replace_dir, staging_dir
 from .records import log_folder
 

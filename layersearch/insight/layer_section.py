@@ -7,10 +7,11 @@ import csv
 import io
 from collections.abc import Sequence
 
-from ..outputs import format_metric
-from .analysis import StudySummary
+from ..lossnet.registry import gram_ok
+from ..trial.metric_registry import format_metric
 from .effects import ALPHA, LEVEL, MIN_DF, MIN_PER_SIDE, TOO_FEW, EffectTable, LayerEffect, NetworkEffect
 from .layout import Block, Heading, Para, Table
+from .study_summary import StudySummary
 
 __all__ = ["LAYER_COLUMNS", "GRAM_ON_RESNET", "effect_blocks", "layers_csv", "network_blocks"]
 
@@ -31,7 +32,7 @@ def _p(value: float | None) -> str:
 
 
 def layer_label(row: LayerEffect, several_networks: bool) -> str:
-    mark = " †" if row.group == "style" and row.arch.startswith("resnet") else ""
+    mark = " †" if row.group == "style" and not gram_ok(row.arch) else ""
     return (f"{row.arch}: " if several_networks else "") + row.layer + (" (style)" if row.group == "style" else "") + mark
 
 
@@ -125,7 +126,7 @@ def effect_blocks(summary: StudySummary, table: EffectTable, step_table: EffectT
                            "Pruning stops trials for poor early values, so a layer whose trials were often pruned "
                            "looks better here than it is; the table at an early step below includes them.", "note"))
     blocks.append(Table(_headers(summary), _rows(summary, table)))
-    if any(r.group == "style" and r.arch.startswith("resnet") for r in table.rows):
+    if any(r.group == "style" and not gram_ok(r.arch) for r in table.rows):
         blocks.append(Para(GRAM_ON_RESNET, "note"))
     if isinstance(step_table, str):
         blocks.append(Para(f"Effect at an early step: {step_table}.", "note"))

@@ -16,32 +16,22 @@ from typing import Any
 from optuna.trial import FrozenTrial
 
 from ..errors import ConfigValueError
-from ..outputs import RANDOM_BANNER, format_metric
-from ..search.noise import ALPHA as NOISE_ALPHA
-from ..search.noise import NO_ESTIMATE, describe, threshold
+from ..outputs import RANDOM_BANNER
+from ..search.dashboards import ui_url
+from ..search.results import NO_ESTIMATE, NOISE_ALPHA, describe, threshold
 from ..search.storage import load_study, redact
-from ..search.tracking import ui_url
+from ..search.tracking import layers_label
 from ..settings import ReportSettings, Settings
+from ..trial.metric_registry import format_metric
 from . import figures
-from .analysis import (
-    IMPORTANCE_METHOD,
-    StudySummary,
-    baseline_differences,
-    gram_on_resnet,
-    importances,
-    layers_label,
-    pareto_front,
-    self_graded,
-    summarize_study,
-    top_trials,
-    trial_costs,
-    trial_name,
-)
+from .best_trials import baseline_differences, pareto_front, top_trials
 from .effects import EffectTable, layer_effects, network_effects, step_effects
+from .importance import IMPORTANCE_METHOD, importances
 from .layer_section import GRAM_ON_RESNET, effect_blocks, layers_csv, network_blocks
 from .layout import Heading, Image, Link, Para, Table, render_html, render_markdown
 from .places import confirm_path, inspect_dir, replace_dir, report_dir, staging_dir
 from .records import StudyRuns, log_folder, trial_runs
+from .study_summary import StudySummary, gram_on_resnet, self_graded, summarize_study, trial_costs, trial_name
 
 __all__ = ["ReportResult", "build_report", "write_report"]
 
@@ -78,7 +68,7 @@ def _runs_cell(metric: str, value: float, runs: int) -> str:
 
 
 def _config_label(layer_config: Mapping[str, Any]) -> str:
-    return layers_label(layer_config) + (" †" if gram_on_resnet(layer_config) else "")
+    return layers_label(layer_config, weights=True) + (" †" if gram_on_resnet(layer_config) else "")
 
 
 class _Report:

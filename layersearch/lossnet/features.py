@@ -7,13 +7,11 @@ from collections.abc import Collection, Sequence
 import torch
 from torch import nn
 
-from .layers import LayerError, layer_table, validate_layers
-from .networks import trunk, unit_state
-from .weights import is_random, shared_features, weights_label
+from .base import IMAGENET_MEAN, IMAGENET_STD, LayerError
+from .registry import loss_network
+from .weights import is_random, shared_features
 
-# ImageNet statistics every torchvision classifier was trained with; applied here and nowhere else.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+__all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FeatureExtractor"]
 
 
 class _ToLayout(torch.autograd.Function):
@@ -46,8 +44,8 @@ class FeatureExtractor(nn.Module):
     """Frozen loss-network features addressed by canonical layer names.
 
     Args:
-        arch: a supported network (``layersearch.ARCHS``: VGG with or without batch norm, AlexNet,
-            SqueezeNet 1.1, ResNet-18/50, EfficientNet-B0, ConvNeXt-Tiny).
+        arch: a registered network (``layersearch.ARCHS``: VGG with or without batch norm, AlexNet,
+            SqueezeNet 1.1, ResNet-18/50, EfficientNet-B0, ConvNeXt-Tiny; see ``lossnet.registry``).
         layers: names from ``layersearch.layer_names(arch)``.
         weights: ``imagenet``, ``random`` or a path to a torchvision state dict.
         seed: initialisation seed when ``weights='random'``.
@@ -59,10 +57,12 @@ class FeatureExtractor(nn.Module):
 
     def __init__(self, arch: str = "vgg16", layers: Sequence[str] = ("relu2_2",), weights: str = "imagenet", seed: int = 0):
         super().__init__()
-        layers = validate_layers(arch, layers)
+        net = loss_network(arch)
+        layers = net.validate_layers(layers)
         if not layers:
             raise LayerError("FeatureExtractor needs at least one layer")
-        table = {info.name: info for info in layer_table(arch)}
+        table = {info.name: info for info in net.table}
+        self.network = net
         self.arch = arch
         self.weights = str(weights)
         self.random_weights = is_random(weights)
@@ -74,8 +74,8 @@ class FeatureExtractor(nn.Module):
         # and seed; this one takes the units up to the deepest layer, built on the meta device and assigned
         # the shared tensors, so building it initialises nothing.
         state = shared_features(arch, weights, seed)
-        body = _Frozen(*trunk(arch, upto=deepest))
-        body.load_state_dict(unit_state(state, arch, upto=deepest), assign=True)
+        body = _Frozen(*net.trunk(upto=deepest))
+        body.load_state_dict(net.unit_state(state, upto=deepest), assign=True)
         for index in self._index_to_name:
             # An in-place op right after a tap (torchvision's ReLU(inplace=True) after a conv or batch norm)
             # would overwrite the tapped tensor: it computes out of place instead, which costs what a clone
@@ -89,9 +89,9 @@ class FeatureExtractor(nn.Module):
         self.memory_format = torch.channels_last
         # (x - mean) / std as one fused x * scale + shift. It cannot be folded into the first convolution:
         # the zero padding there is zero in normalised space, not in image space.
-        std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+        std = torch.tensor(net.std).view(1, 3, 1, 1)
         self.register_buffer("scale", 1.0 / std, persistent=False)
-        self.register_buffer("shift", -torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) / std, persistent=False)
+        self.register_buffer("shift", -torch.tensor(net.mean).view(1, 3, 1, 1) / std, persistent=False)
         self.requires_grad_(False)
         self.eval()
 
@@ -103,7 +103,7 @@ class FeatureExtractor(nn.Module):
 
     @property
     def weights_label(self) -> str:
-        return weights_label(self.weights)
+        return self.network.weights_label(self.weights)
 
     def train(self, mode: bool = True) -> FeatureExtractor:
         # Frozen network: batch norm must keep its running statistics even inside a model's .train().

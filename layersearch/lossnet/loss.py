@@ -63,14 +63,14 @@ class LossConfig:
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_mapping(cls, cfg: Mapping[str, Any]) -> LossConfig:
+    def from_mapping(cls, data: Mapping[str, Any]) -> LossConfig:
         """Validate a plain mapping (parsed YAML/JSON, OmegaConf converted to a dict)."""
-        if not isinstance(cfg, Mapping):
-            raise ConfigError(f"a layer config must be a mapping, got {type(cfg).__name__}")
-        unknown = sorted(set(map(str, cfg)) - set(_KEYS))
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a layer config must be a mapping, got {type(data).__name__}")
+        unknown = sorted(set(map(str, data)) - set(_KEYS))
         if unknown:
             raise ConfigError(f"unknown key(s) {', '.join(unknown)} in layer config; valid keys: {', '.join(_KEYS)}")
-        net = cfg.get("loss_net") or {}
+        net = data.get("loss_net") or {}
         if not isinstance(net, Mapping):
             raise ConfigError(f"loss_net must be a mapping {{arch: vgg16, weights: imagenet}}, got {net!r}")
         bad_net = sorted(set(net) - {"arch", "weights"})
@@ -81,17 +81,17 @@ class LossConfig:
             check_arch(arch)
         except LayerError as err:
             raise ConfigError(f"loss_net.arch: {err}") from None
-        criterion = str(cfg.get("criterion", "mse"))
+        criterion = str(data.get("criterion", "mse"))
         if criterion not in CRITERIA:
             raise ConfigError(f"unknown criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
         config = cls(
             arch=arch,
             weights=str(net.get("weights", "imagenet")),
-            content_layers=_layer_weights(cfg.get("content_layers"), "content_layers", arch),
-            style_layers=_layer_weights(cfg.get("style_layers"), "style_layers", arch),
+            content_layers=_layer_weights(data.get("content_layers"), "content_layers", arch),
+            style_layers=_layer_weights(data.get("style_layers"), "style_layers", arch),
             criterion=criterion,
-            provenance=dict(cfg.get("provenance") or {}),
-            **{key: _weight(cfg.get(key, getattr(cls, key)), key) for key in _WEIGHT_KEYS},
+            provenance=dict(data.get("provenance") or {}),
+            **{key: _weight(data.get(key, getattr(cls, key)), key) for key in _WEIGHT_KEYS},
         )
         config.check_has_terms()
         return config

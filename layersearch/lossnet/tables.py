@@ -4,7 +4,7 @@
 
 The tables are generated, never typed: the units of a network are the children of its trunk (every module
 before the classification head, torchvision's ``features`` and ResNet's stages opened one level), each
-family names its taps by a rule below, and channels, stride and receptive field come from tracing the
+kind of network names its taps by its own rule (``LossNetwork.name_units`` in ``lossnet/nets/``), and channels, stride and receptive field come from tracing the
 network with ``torch.fx`` on the meta device. The JSON lets ``layersearch layers`` and every name check
 answer without importing torch; ``tests/lossnet/test_tables.py`` fails while it and torchvision disagree.
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import operator
 import sys
-import warnings
 from pathlib import Path
 
 import torch
@@ -23,7 +22,9 @@ import torchvision
 from torch import nn
 from torch.fx.passes.shape_prop import ShapeProp
 
-from .layers import ARCHS, TABLES_FILE
+from .base import LossNetwork
+from .layers import TABLES_FILE
+from .registry import loss_network, network_names
 
 # torchvision's classification heads: everything from here on is not part of a loss network.
 HEAD = ("avgpool", "classifier", "fc")
@@ -52,77 +53,6 @@ def trunk_units(model: nn.Module) -> list[tuple[str, nn.Module]]:
         else:
             units.append((name, child))
     return units
-
-
-def _vgg_names(units: list[tuple[str, nn.Module]]) -> list[str | None]:
-    # BasicSR's names: conv{block}_{i}, bn{block}_{i}, relu{block}_{i}, pool{block}, from 1.
-    names: list[str | None] = []
-    block, i = 1, 0
-    for _, module in units:
-        if isinstance(module, nn.MaxPool2d):
-            names.append(f"pool{block}")
-            block, i = block + 1, 0
-        else:
-            i += isinstance(module, nn.Conv2d)
-            kind = {nn.Conv2d: "conv", nn.BatchNorm2d: "bn", nn.ReLU: "relu"}[type(module)]
-            names.append(f"{kind}{block}_{i}")
-    return names
-
-
-def _alexnet_names(units: list[tuple[str, nn.Module]]) -> list[str | None]:
-    # LPIPS's names: numbered by the convolution they follow (conv1, relu1, pool1, ..., pool5).
-    names: list[str | None] = []
-    n = 0
-    for _, module in units:
-        n += isinstance(module, nn.Conv2d)
-        kind = {nn.Conv2d: "conv", nn.ReLU: "relu", nn.MaxPool2d: "pool"}[type(module)]
-        names.append(f"{kind}{n}")
-    return names
-
-
-def _squeezenet_names(units: list[tuple[str, nn.Module]]) -> list[str | None]:
-    # LPIPS's relu1..relu7 are the ends of its seven slices of `features` (read from the lpips package);
-    # the other modules: conv1, pool{n}, and Fire modules numbered as in the SqueezeNet paper (fire2..fire9).
-    import lpips.pretrained_networks
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # lpips passes torchvision's deprecated pretrained=
-        lpips_net = lpips.pretrained_networks.squeezenet(requires_grad=False, pretrained=False)
-    ends = {f"features.{list(getattr(lpips_net, f'slice{k}')._modules)[-1]}": f"relu{k}"
-            for k in range(1, lpips_net.N_slices + 1)}
-    names: list[str | None] = []
-    pools, fires = 0, 1
-    for path, module in units:
-        kind = type(module).__name__
-        pools += kind == "MaxPool2d"
-        fires += kind == "Fire"
-        names.append(ends.get(path) or {"Conv2d": "conv1", "MaxPool2d": f"pool{pools}", "Fire": f"fire{fires}"}[kind])
-    return names
-
-
-def _resnet_names(units: list[tuple[str, nn.Module]]) -> list[str | None]:
-    # Taps start at the stem's ReLU (bn1's output is overwritten by it in place); blocks by module path,
-    # the last block of a stage by the stage's name (layer1 is layer1's last block: one name per tensor).
-    names: list[str | None] = []
-    for k, (path, _) in enumerate(units):
-        stage = path.split(".")[0]
-        last = k + 1 == len(units) or units[k + 1][0].split(".")[0] != stage
-        names.append(None if path in ("conv1", "bn1") else stage if last and "." in path else path)
-    return names
-
-
-def _module_names(units: list[tuple[str, nn.Module]]) -> list[str | None]:
-    # EfficientNet and ConvNeXt: stem, stages (and ConvNeXt's downsampling) by torchvision's module path.
-    return [path for path, _ in units]
-
-
-NAMING = {"vgg": _vgg_names, "alexnet": _alexnet_names, "squeezenet": _squeezenet_names, "resnet": _resnet_names,
-          "efficientnet": _module_names, "convnext": _module_names}
-
-
-def family(arch: str) -> str:
-    """The naming family of a supported network (``vgg16_bn`` -> ``vgg``)."""
-    return next(f for f in NAMING if arch.startswith(f))
 
 
 def _pair(value) -> int:
@@ -191,15 +121,17 @@ def unit_geometry(model: nn.Module, paths: list[str]) -> dict[str, tuple[int, in
     return out
 
 
-def network_table(arch: str) -> dict:
-    """One network's entry of ``layer_tables.json``: its units and one row per named layer."""
-    with torch.device("meta"):
-        model = torchvision.models.get_model(arch, weights=None)
-    units = trunk_units(model)
+def network_table(arch: str | LossNetwork) -> dict:
+    """One network's entry of ``layer_tables.json``: its units and one row per named layer, named by the
+    network's kind (``name_units``). Any network can be given, registered or not (a kind without a
+    ``layer_tables.json`` entry generates its table through this on first use)."""
+    net = arch if isinstance(arch, LossNetwork) else loss_network(arch)
+    model = net.meta_model()
+    units = net.trunk_units(model)
     paths = [path for path, _ in units]
     geometry = unit_geometry(model, paths)
     rows = []
-    for index, ((path, module), name) in enumerate(zip(units, NAMING[family(arch)](units), strict=True)):
+    for index, ((path, module), name) in enumerate(zip(units, net.name_units(units), strict=True)):
         if name is not None:
             channels, stride, rf = geometry[path]
             rows.append([name, index, type(module).__name__, channels, stride, rf])
@@ -207,12 +139,12 @@ def network_table(arch: str) -> dict:
 
 
 def generate() -> dict:
-    """Every supported network's table, as ``layer_tables.json`` holds it."""
+    """The table of every network whose kind keeps it in ``layer_tables.json`` (the built-in ones)."""
     return {
         "about": "generated by `python -m layersearch.lossnet.tables` from torchvision's module tree; "
                  "rows: name, unit index, module class, channels, stride, receptive field (px)",
         "torchvision": torchvision.__version__.split("+")[0],
-        "networks": {arch: network_table(arch) for arch in ARCHS},
+        "networks": {arch: network_table(arch) for arch in network_names() if loss_network(arch).in_tables_file},
     }
 
 

@@ -1,21 +1,22 @@
-"""Pretrained weights for torchvision backbones: ImageNet through torchvision's weights API, a local
-file, or an explicit, loudly labelled ``random`` initialisation. Never a silent fallback.
+"""Weights of the loss networks: ``imagenet`` (the network's own pretrained weights; torchvision's weights
+API for the built-in kinds), a local file, or an explicit, loudly labelled ``random`` initialisation. Never a
+silent fallback.
 
-Shared by the loss networks (every ``layersearch.ARCHS``) and the LPIPS backbone (AlexNet, VGG, SqueezeNet).
+The rules for the spec, the caching and the checks are here, the same for every kind; what differs per
+network (its initialiser, its pretrained file, which keys are its trunk) is asked of its LossNetwork object
+(``registry.loss_network(arch)``). Shared by the loss networks (every registered one) and the LPIPS backbone
+(AlexNet, VGG, SqueezeNet).
 """
 
 from __future__ import annotations
 
-import urllib.error
 import warnings
 from pathlib import Path
 
 import torch
-import torchvision
 
 from ..errors import LayersearchError, RandomWeightsWarning
-from . import networks
-from .layers import ARCHS, trunk_roots
+from .registry import builtin_names, loss_network
 
 RANDOM = "random"
 IMAGENET = "imagenet"
@@ -44,22 +45,6 @@ def weights_label(weights: str) -> str:
     if weights in (RANDOM, IMAGENET):
         return weights
     return f"file:{Path(weights).name}"
-
-
-def _imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
-    enum = torchvision.models.get_model_weights(arch)
-    spec = enum.DEFAULT
-    try:
-        # torchvision caches under $TORCH_HOME/hub/checkpoints, so this downloads at most once.
-        return spec.get_state_dict(progress=False, check_hash=False)
-    except (urllib.error.URLError, OSError, RuntimeError) as err:
-        file_name = spec.url.rsplit("/", 1)[-1]
-        raise WeightsError(
-            f"could not fetch ImageNet weights for {arch} ({err.__class__.__name__}: {err}); offline? "
-            f"put torchvision's file {file_name} somewhere and pass its path as the weights "
-            f"(loss_net.weights=PATH for the loss network, metrics.lpips.weights=PATH for LPIPS), "
-            f"or pass weights=random for a smoke run whose results mean little (make demo OFFLINE=1)"
-        ) from None
 
 
 def _file_state_dict(path: str) -> dict[str, torch.Tensor]:
@@ -91,7 +76,7 @@ def shared_features(arch: str, weights: str, seed: int) -> dict[str, torch.Tenso
     not be modified in place; a module that loads them with ``assign=True`` shares them.
 
     Args:
-        arch: a supported network (``layersearch.ARCHS``).
+        arch: a registered network (``layersearch.ARCHS`` and any registered since).
         weights: ``imagenet``, ``random`` or a path (see ``trunk_state_dict``).
         seed: the initialisation seed; it matters only for ``random`` weights.
 
@@ -104,11 +89,12 @@ def shared_features(arch: str, weights: str, seed: int) -> dict[str, torch.Tenso
     # id(state): the file cache below keeps one dict per file version, so a rewritten file is a new key.
     key = (arch, weights, int(seed) if state is None else id(state))
     if key not in _SHARED:
+        net = loss_network(arch)
         if state is None:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
-                state = networks.restrict(networks.build_model(arch).state_dict(), arch)
-        expected = networks.trunk_shapes(arch)
+                state = net.random_state()
+        expected = net.trunk_shapes
         _SHARED[key] = {k: _frozen(v, expected[k].dtype) for k, v in state.items()}
     return _SHARED[key]
 
@@ -136,21 +122,13 @@ def _read(arch: str, weights: str) -> dict[str, torch.Tensor]:
     if weights == IMAGENET:
         key: tuple = (f"imagenet:{arch}",)
         if key not in _FILES:
-            _FILES[key] = _imagenet_state_dict(arch)
+            _FILES[key] = loss_network(arch).imagenet_state_dict()
     else:
         file = Path(weights).expanduser()
         key = (str(file.resolve()), *((file.stat().st_mtime_ns, file.stat().st_size) if file.is_file() else (-1, -1)))
         if key not in _FILES:
             _FILES[key] = _file_state_dict(weights)
     return _FILES[key]
-
-
-def _as_model_keys(state: dict[str, torch.Tensor], arch: str) -> dict[str, torch.Tensor]:
-    # A file of ``features`` alone (``model.features.state_dict()``) has keys without the prefix.
-    roots = tuple(f"{root}." for root in trunk_roots(arch))
-    if roots == ("features.",) and not any(k.startswith(roots) for k in state):
-        return {f"features.{k}": v for k, v in state.items()}
-    return state
 
 
 def trunk_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
@@ -179,8 +157,9 @@ def trunk_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
     state = _read(arch, weights)
     key = (arch, id(state))  # _FILES keeps every version read, so an id is never reused
     if key not in _TRUNKS:
-        trunk = _with_counters(networks.restrict(_as_model_keys(state, arch), arch), arch)
-        _check_keys(networks.trunk_shapes(arch), trunk, arch, weights, state)
+        net = loss_network(arch)
+        trunk = _with_counters(net.restrict(net.as_model_keys(state)), arch)
+        _check_keys(net.trunk_shapes, trunk, arch, weights, state)
         _TRUNKS[key] = trunk
     return _TRUNKS[key]
 
@@ -188,7 +167,7 @@ def trunk_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
 def _with_counters(trunk: dict[str, torch.Tensor], arch: str) -> dict[str, torch.Tensor]:
     # Files saved before PyTorch 0.4.1 (some of torchvision's ImageNet files) have no batch-norm
     # `num_batches_tracked`; BatchNorm's own loader fills it in, and a frozen network never reads it.
-    counters = [k for k in networks.trunk_shapes(arch) if k.endswith(".num_batches_tracked") and k not in trunk]
+    counters = [k for k in loss_network(arch).trunk_shapes if k.endswith(".num_batches_tracked") and k not in trunk]
     # Only where the layer's statistics are there: a file without the layer stays a misfit.
     filled = {k: torch.tensor(0) for k in counters if k.replace("num_batches_tracked", "running_mean") in trunk}
     return {**trunk, **filled}
@@ -197,7 +176,7 @@ def _with_counters(trunk: dict[str, torch.Tensor], arch: str) -> dict[str, torch
 def features_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
     """The state dict of ``torchvision.models.<arch>().features`` (keys without ``features.``), or None for
     ``random``: the LPIPS backbones (alexnet, vgg16, squeezenet1_1)."""
-    if trunk_roots(arch) != ["features"]:
+    if loss_network(arch).trunk_roots != ["features"]:
         raise ValueError(f"{arch} is not built on `features`; use trunk_state_dict")
     state = trunk_state_dict(arch, weights)
     return None if state is None else {k[len("features."):]: v for k, v in state.items()}
@@ -229,13 +208,14 @@ def _check_keys(expected: dict[str, torch.Tensor], state: dict[str, torch.Tensor
 
 
 def _seems_for(state: dict[str, torch.Tensor]) -> str:
-    """Which supported network a state dict fits exactly, said as the end of an error message."""
+    """Which built-in network a state dict fits exactly, said as the end of an error message."""
     fits = []
-    for arch in ARCHS:
-        expected = networks.trunk_shapes(arch)
-        trunk = _with_counters(networks.restrict(_as_model_keys(state, arch), arch), arch)
+    for arch in builtin_names():
+        net = loss_network(arch)
+        expected = net.trunk_shapes
+        trunk = _with_counters(net.restrict(net.as_model_keys(state)), arch)
         if trunk.keys() == expected.keys() and all(trunk[k].shape == v.shape for k, v in expected.items()):
             fits.append(arch)
     if fits:
         return f"they seem to be for {' or '.join(fits)}"
-    return f"they fit none of the supported networks ({', '.join(ARCHS)})"
+    return f"they fit none of the supported networks ({', '.join(builtin_names())})"

@@ -62,7 +62,8 @@ def _batches(images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor
 
 def score_images(outputs: torch.Tensor | Sequence[torch.Tensor], targets: torch.Tensor | Sequence[torch.Tensor],
                  scale: int = 0, lpips_net: str = "alex", lpips_weights: str = "imagenet") -> dict[str, float]:
-    """Mean ``lpips``, ``psnr_y``, ``ssim_y`` of outputs against targets: `layersearch score`'s protocol.
+    """Mean ``lpips``, ``psnr_y``, ``ssim_y`` (every restoration metric of ``trial.metric_registry``) of outputs
+    against targets: `layersearch score`'s protocol.
 
     Args:
         outputs, targets: ``N x 3 x H x W`` RGB in [0, 1], or lists of ``3 x H x W`` (sizes may differ
@@ -161,7 +162,8 @@ class Trial:
 
     def score(self, outputs: torch.Tensor | Sequence[torch.Tensor], targets: torch.Tensor | Sequence[torch.Tensor],
               scale: int = 0) -> dict[str, float]:
-        """``{"lpips", "psnr_y", "ssim_y"}`` with the protocol of `layersearch score` (see `score_images`)."""
+        """``{"lpips", "psnr_y", "ssim_y"}`` and any other registered restoration metric, with the protocol of
+        `layersearch score` (see `score_images`)."""
         return score_images(outputs, targets, scale, self._lpips.net, self._lpips.weights)
 
     def __repr__(self) -> str:

@@ -4,6 +4,7 @@ Gram-matrix style distance.
 This module owns the range conventions. Every public function takes RGB images in [0, 1],
 ``N x 3 x H x W``; the conversions to Y on [0, 255] and to LPIPS's [-1, 1] happen here and nowhere else.
 All metrics are evaluation only: they run under ``torch.no_grad`` and return one value per image.
+Each metric's name, direction, format and use are its entry in ``trial.metric_registry``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from torch import nn
 from ..errors import ConfigValueError
 from ..lossnet.loss import gram_matrix
 from ..lossnet.weights import check_fits, features_state_dict, is_random, weights_label
+from .metric_registry import LPIPS_NETS, METRIC_DIRECTIONS
 
 __all__ = [
     "LPIPS_NETS",
@@ -32,21 +34,9 @@ __all__ = [
     "style_distance",
 ]
 
-# The one name per quantity used in configs, Optuna, MLflow and reports, with the direction to optimise.
-METRIC_DIRECTIONS: dict[str, str] = {
-    "lpips": "minimize",
-    "psnr_y": "maximize",
-    "ssim_y": "maximize",
-    "content_lpips": "minimize",
-    "style_distance": "minimize",
-}
-
 # Identical images have infinite PSNR; inf poisons means over a validation set, Optuna rejects it as an
 # objective value and MLflow cannot store it, so scores are capped at a value no real restoration reaches.
 PSNR_CAP_DB = 100.0
-
-# LPIPS trunk -> the torchvision architecture whose ``features`` it slices.
-LPIPS_NETS: dict[str, str] = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1"}
 
 # MATLAB rgb2ycbcr (ITU-R BT.601, studio swing): Y in [16, 235] for RGB in [0, 1].
 _Y_OFFSET = 16.0

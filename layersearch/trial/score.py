@@ -9,7 +9,8 @@ import torch
 
 from ..outputs import atomic_write_json
 from .data import DataError, folder_images
-from .metrics import LPIPSMetric, psnr_y, ssim_y
+from .metric_registry import MetricContext, compute_metrics, restoration_metrics
+from .metrics import LPIPSMetric
 
 
 def _by_stem(images: list[tuple[str, torch.Tensor]], folder: str) -> dict[str, tuple[str, torch.Tensor]]:
@@ -36,16 +37,14 @@ def lpips_metric(net: str = "alex", weights: str = "imagenet") -> LPIPSMetric:
 
 
 def score_pair(metric: LPIPSMetric, pred: torch.Tensor, target: torch.Tensor, scale: int) -> dict[str, float]:
-    """``lpips``, ``psnr_y``, ``ssim_y`` of one ``1 x 3 x H x W`` prediction against its target (on the CPU)."""
+    """The restoration metrics (``lpips``, ``psnr_y``, ``ssim_y``, see `restoration_metrics`) of one
+    ``1 x 3 x H x W`` prediction against its target (on the CPU)."""
     if pred.shape != target.shape:
         raise DataError(f"prediction is {pred.shape[-1]}x{pred.shape[-2]}, target is "
                         f"{target.shape[-1]}x{target.shape[-2]}; sizes must match")
     pred, target = pred.detach().float().cpu().clamp(0, 1), target.detach().float().cpu()
-    return {
-        "lpips": float(metric(pred, target)[0]),
-        "psnr_y": float(psnr_y(pred, target, scale)[0]),
-        "ssim_y": float(ssim_y(pred, target, scale)[0]),
-    }
+    values = compute_metrics(restoration_metrics(), pred, target, MetricContext(scale=scale, lpips=metric))
+    return {name: float(v[0]) for name, v in values.items()}
 
 
 def mean_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], scale: int, lpips_net: str = "alex",
@@ -55,7 +54,7 @@ def mean_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], scale: int, lpip
         raise DataError("nothing to score: no (output, target) pairs")
     metric = lpips_metric(lpips_net, lpips_weights)
     rows = [score_pair(metric, pred, target, scale) for pred, target in pairs]
-    return {k: sum(row[k] for row in rows) / len(rows) for k in ("lpips", "psnr_y", "ssim_y")}
+    return {k: sum(row[k] for row in rows) / len(rows) for k in restoration_metrics()}
 
 
 def score_folders(pred_dir: str, target_dir: str, scale: int, lpips_net: str = "alex",
@@ -82,7 +81,7 @@ def score_folders(pred_dir: str, target_dir: str, scale: int, lpips_net: str = "
             per_image[name] = score_pair(metric, pred[None], target[None], scale)
         except DataError as err:
             raise DataError(f"{name}: {err}") from None
-    mean = {k: sum(v[k] for v in per_image.values()) / len(per_image) for k in ("lpips", "psnr_y", "ssim_y")}
+    mean = {k: sum(v[k] for v in per_image.values()) / len(per_image) for k in restoration_metrics()}
     unmatched = sorted(set(preds) ^ set(targets))
     result = {
         "mean": mean,

@@ -7,7 +7,7 @@ file in ``conf/task/`` whose ``_target_`` names it; the training loop and the se
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -18,18 +18,10 @@ from torch import nn
 from ..errors import ConfigValueError
 from ..lossnet.loss import PerceptualLoss
 from ..settings import ComponentSettings, DataSettings, MetricsSettings
-from .data import (
-    DataError,
-    center_crop,
-    check_min_size,
-    crop_to_multiple,
-    degrade,
-    load_image,
-    load_split,
-    random_crops,
-    sample_image,
-)
-from .metrics import LPIPSMetric, psnr_y, ssim_y, style_distance
+from .data import DataError, load_image, load_split, sample_image
+from .metric_registry import RESTORATION, STYLE, MetricContext, TaskMetrics, compute_metrics
+from .metrics import LPIPSMetric
+from .transforms import center_crop, check_min_size, crop_to_multiple, degrade, random_crops
 
 
 def target_class(component: ComponentSettings) -> type:
@@ -113,7 +105,7 @@ class Task:
         device: where validation data, metrics and generators live.
     """
 
-    #: Metric names ``evaluate`` reports; any of them can be a sweep objective.
+    #: Metric names ``evaluate`` reports (registered in ``trial.metric_registry``); any can be a sweep objective.
     metrics: tuple[str, ...] = ()
     #: The sweep's default objectives, the first one primary (it drives pruning).
     objectives: tuple[str, ...] = ()
@@ -180,6 +172,14 @@ class Task:
         """Mean validation scores, keyed by metric name."""
         raise NotImplementedError
 
+    def mean_scores(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], ctx: MetricContext) -> dict[str, float]:
+        """Each of ``self.metrics`` over ``(outputs, targets)`` batches, averaged over all images in float64."""
+        scores: dict[str, list[torch.Tensor]] = {name: [] for name in self.metrics}
+        for outputs, targets in batches:
+            for name, values in compute_metrics(scores, outputs, targets, ctx).items():
+                scores[name].append(values.flatten().cpu())
+        return {k: float(torch.cat(v).double().mean()) for k, v in scores.items()}
+
     def baseline(self) -> dict[str, float] | None:
         """Scores of a no-learning reference (bicubic for SR), or None."""
         return None
@@ -198,7 +198,7 @@ class SuperResolution(Task):
     shaved from each border).
     """
 
-    metrics = ("lpips", "psnr_y", "ssim_y")
+    metrics = TaskMetrics(RESTORATION)  # lpips, psnr_y, ssim_y and any metric registered for RESTORATION
     objectives = ("lpips", "psnr_y")
     name = "sr_x4"
 
@@ -231,12 +231,8 @@ class SuperResolution(Task):
         return degrade(hr, self.scale, self.blur_sigma), hr
 
     def _score(self, outputs: list[torch.Tensor]) -> dict[str, float]:
-        scores: dict[str, list[torch.Tensor]] = {"lpips": [], "psnr_y": [], "ssim_y": []}
-        for sr, hr in zip(outputs, self.val_hr, strict=True):
-            scores["lpips"].append(self.lpips(sr, hr, cache_target=True).flatten().cpu())
-            scores["psnr_y"].append(psnr_y(sr, hr, self.scale).flatten().cpu())
-            scores["ssim_y"].append(ssim_y(sr, hr, self.scale).flatten().cpu())
-        return {k: float(torch.cat(v).double().mean()) for k, v in scores.items()}
+        ctx = MetricContext(scale=self.scale, lpips=self.lpips, cache_target=True)
+        return self.mean_scores(zip(outputs, self.val_hr, strict=True), ctx)
 
     def evaluate(self, model):
         return self._score([self.generate(model, lr) for lr in self.val_lr])
@@ -277,7 +273,7 @@ class StyleTransfer(Task):
     image on the LPIPS backbone's features, independent of the layers being searched).
     """
 
-    metrics = ("content_lpips", "style_distance")
+    metrics = TaskMetrics(STYLE)  # content_lpips, style_distance
     objectives = ("content_lpips", "style_distance")
     name = "style"
 
@@ -304,15 +300,8 @@ class StyleTransfer(Task):
         return content, content
 
     def evaluate(self, model):
-        c_lpips, s_dist = [], []
-        for content in self.val_content:
-            out = self.generate(model, content)
-            c_lpips.append(self.lpips(out, content, cache_target=True).flatten().cpu())
-            s_dist.append(style_distance(self.lpips, out, self.style_image[None]).flatten().cpu())
-        return {
-            "content_lpips": float(torch.cat(c_lpips).double().mean()),
-            "style_distance": float(torch.cat(s_dist).double().mean()),
-        }
+        ctx = MetricContext(lpips=self.lpips, style_image=self.style_image[None], cache_target=True)
+        return self.mean_scores(((self.generate(model, content), content) for content in self.val_content), ctx)
 
     def preview(self, model, n):
         rows = []

@@ -11,8 +11,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from layersearch.insight.analysis import Candidate, StudySummary
 from layersearch.insight.effects import MIN_PER_SIDE, layer_effects, network_effects
+from layersearch.insight.study_summary import CandidateLayer, StudySummary
 
 LAYERS = ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"]
 N_STUDIES = 200
@@ -22,7 +22,7 @@ def summary_of(archs=("vgg16",), layers=LAYERS, direction="minimize") -> StudySu
     return StudySummary(name="sim", task="SuperResolution", search_space="sim", space_config={},
                         objectives=[("lpips", direction)], trials=[], complete=[], counts={}, random_weights=True,
                         loss_net_weights=["random"], archs=list(archs),
-                        candidates=[Candidate("content", a, n) for a in archs for n in layers])
+                        candidates=[CandidateLayer("content", a, n) for a in archs for n in layers])
 
 
 def trials_of(use: np.ndarray, pixel: np.ndarray, archs: np.ndarray | None = None) -> list[SimpleNamespace]:

@@ -1,4 +1,4 @@
-"""search/noise.py: the seed-noise floor from baseline repeats, and the rule that calls differences against it."""
+"""search/results/noise.py: the seed-noise floor from baseline repeats, and the rule that calls differences against it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from optuna.trial import TrialState
 from scipy import stats
 
-from layersearch.search.noise import (
+from layersearch.search.results import (
     NO_ESTIMATE,
     NoiseFloor,
     compare,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from layersearch.outputs import format_metric, format_table
+from layersearch.trial.metric_registry import format_metric, format_table
 
 
 @pytest.mark.parametrize("name, value, text", [

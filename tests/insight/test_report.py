@@ -17,9 +17,10 @@ from helpers import one_error_line, smoke
 from PIL import Image
 
 from layersearch.cli import main
-from layersearch.insight.analysis import importances, summarize_study
 from layersearch.insight.effects import layer_effects
+from layersearch.insight.importance import importances
 from layersearch.insight.report import build_report
+from layersearch.insight.study_summary import summarize_study
 from layersearch.search.tracking import StudyTracker
 from layersearch.settings import Settings
 

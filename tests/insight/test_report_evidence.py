@@ -12,10 +12,12 @@ from fake_study import fake_study
 from helpers import one_error_line, smoke
 
 from layersearch.cli import main
-from layersearch.insight.analysis import importances, pareto_front, summarize_study, top_trials
+from layersearch.insight.best_trials import pareto_front, top_trials
 from layersearch.insight.effects import step_effects
+from layersearch.insight.importance import importances
 from layersearch.insight.report import build_report
-from layersearch.search.noise import NO_ESTIMATE
+from layersearch.insight.study_summary import summarize_study
+from layersearch.search.results import NO_ESTIMATE
 from layersearch.settings import Settings
 
 NETWORKS = {"vgg16": ["relu2_2", "relu3_3", "relu4_3"], "resnet18": ["layer1", "layer2", "layer3"]}

@@ -123,7 +123,7 @@ def test_imagenet_offline_fails_fast_with_both_ways_out(monkeypatch, tmp_path):
 
 @pytest.mark.parametrize("arch", ["vgg11", "vgg13_bn", "vgg19"])
 def test_own_vgg_builder_matches_torchvision(arch):
-    from layersearch.lossnet.networks import vgg_features
+    from layersearch.lossnet.nets.vgg import vgg_features
 
     ours = vgg_features(arch)
     with torch.device("meta"):
@@ -168,7 +168,7 @@ def test_random_weights_are_shared_per_seed_and_equal_a_fresh_init(images):
     assert shallow.body[0].weight.data_ptr() == deep.body[0].weight.data_ptr()
     assert not torch.equal(shallow.body[0].weight, other.body[0].weight)
     # The shared init equals what a network truncated at relu1_2 gets on its own under the same seed.
-    from layersearch.lossnet.networks import vgg_features
+    from layersearch.lossnet.nets.vgg import vgg_features
 
     torch.manual_seed(5)
     fresh = vgg_features("vgg16", upto=3)

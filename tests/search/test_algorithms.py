@@ -10,7 +10,7 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState, create_trial
 
-from layersearch.search.algorithms import MultiObjectiveMedian, make_pruner
+from layersearch.search.loop import MultiObjectiveMedian, make_pruner
 from layersearch.search.storage import StudyError
 
 STEPS = (50, 100, 150, 200)

@@ -18,8 +18,8 @@ from helpers import Watched, console_script, free_port, storage_args
 from optuna.trial import TrialState
 from test_workers import FINISHED, KILL_ARGS, SMOKE, _running_trial_of_a_worker
 
+from layersearch.search.dashboards import UI_ENV, ui_command
 from layersearch.search.storage import database_url, open_storage
-from layersearch.search.tracking import UI_ENV, ui_command
 
 pytestmark = pytest.mark.slow
 

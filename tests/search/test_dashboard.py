@@ -18,7 +18,7 @@ from conftest import PG_PASSWORD
 from helpers import Watched, console_script, free_port, one_error_line, storage_args
 
 from layersearch.cli import main
-from layersearch.search.dashboard import dashboard_url
+from layersearch.search.dashboards import dashboard_url
 from layersearch.search.storage import open_storage, storage_lock
 
 NAME = "sr-layers-7"

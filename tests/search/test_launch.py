@@ -18,7 +18,7 @@ from helpers import console_script, fake_gpus, smoke
 from optuna.trial import TrialState
 from test_workers import SMOKE
 
-from layersearch.search import launch
+from layersearch.search.loop import launch
 from layersearch.search.storage import database_url, scrub
 from layersearch.settings import Settings
 

@@ -14,7 +14,7 @@ from helpers import one_error_line, smoke
 
 from layersearch import PerceptualLoss
 from layersearch.cli import main
-from layersearch.search.study import prepare_study
+from layersearch.search.loop import prepare_study
 
 
 def test_the_sweep_warns_once_when_lpips_grades_with_a_searched_network(tmp_path):

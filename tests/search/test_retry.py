@@ -15,9 +15,8 @@ from conftest import PG_PASSWORD
 from helpers import storage_args
 from optuna.trial import TrialState
 
-from layersearch.search import retry
-from layersearch.search.resilient import DUPLICATE_REASON, TOKEN_ATTR
-from layersearch.search.storage import StudyError, open_storage, storage_lock
+from layersearch.search.storage import StudyError, open_storage, retry, storage_lock
+from layersearch.search.storage.resilient import DUPLICATE_REASON, TOKEN_ATTR
 
 psycopg = pytest.importorskip("psycopg")
 

@@ -5,7 +5,7 @@ import pytest
 
 from layersearch.config import compose_config, literature_loss, to_container
 from layersearch.lossnet.loss import LossConfig
-from layersearch.search.space import Infeasible, SearchSpace, SpaceError
+from layersearch.search.loop import Infeasible, SearchSpace, SpaceError
 
 
 def space(name: str = "sr_relu", **changes) -> SearchSpace:
@@ -200,7 +200,7 @@ def test_narrowing_arch_on_the_command_line_keeps_that_networks_candidates():
     (["vgg16", "vgg19"], "alex", None), (["vgg16_bn"], "vgg", None), (["alexnet"], "squeeze", None),
 ])
 def test_metric_overlap_warning_names_the_shared_network(archs, net, warned):
-    from layersearch.search.space import metric_overlap_warning
+    from layersearch.search.loop import metric_overlap_warning
 
     line = metric_overlap_warning(archs, net)
     if warned is None:

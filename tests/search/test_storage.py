@@ -11,7 +11,6 @@ import pytest
 from helpers import smoke, wait_until
 
 from layersearch.config import load_settings
-from layersearch.search import storage as storage_module
 from layersearch.search.storage import (
     StudyError,
     heartbeat_thread,
@@ -20,6 +19,7 @@ from layersearch.search.storage import (
     sqlite_path,
     storage_url,
 )
+from layersearch.search.storage import study_storage as storage_module
 from layersearch.settings import StudySettings
 
 

@@ -9,9 +9,11 @@ import sys
 import pytest
 import yaml
 
-from layersearch.search import tracking, ui
+from layersearch.search import tracking
+from layersearch.search.dashboards import mlflow_ui as ui
+from layersearch.search.dashboards import run_ui, ui_command, ui_url
 from layersearch.search.storage import redact
-from layersearch.search.tracking import StudyTracker, find_experiment, run_ui, ui_command, ui_url
+from layersearch.search.tracking import StudyTracker, find_experiment
 
 STORAGE = "postgresql://optuna:s3cret@db.example/studies"
 

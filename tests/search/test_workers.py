@@ -23,8 +23,8 @@ from optuna.trial import TrialState
 
 from layersearch.cli import main
 from layersearch.config import load_settings
-from layersearch.search import loop, outcome
-from layersearch.search.launch import gpu_plan, n_workers
+from layersearch.search.loop import gpu_plan, n_workers, reserve_trial
+from layersearch.search.loop import worker as loop
 from layersearch.search.storage import (
     fail_dead_trials,
     heartbeat_thread,
@@ -32,9 +32,8 @@ from layersearch.search.storage import (
     record_heartbeat,
     storage_url,
 )
-from layersearch.search.study import reserve_trial
 from layersearch.settings import StudySettings
-from layersearch.trial import builtin
+from layersearch.trial import builtin, outcome
 
 SMOKE = ["preset=smoke", "search_space.baselines=[]"]
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED)
@@ -94,7 +93,7 @@ def test_reservation_waits_while_the_last_trials_run_and_frees_a_failed_slot(tmp
 
 @pytest.mark.parametrize("kind", ["sqlite", "journal"])
 def test_heartbeat_thread_keeps_a_trial_alive_and_a_dead_one_is_failed_and_retried_once(tmp_path, kind):
-    # Optuna's private heartbeat API is used in storage.py only; this fails if Optuna changes it.
+    # Optuna's private heartbeat API is used in search/storage/study_storage.py only; this fails if Optuna changes it.
     url = f"sqlite:///{tmp_path}/o.db" if kind == "sqlite" else f"journal:///{tmp_path}/j.log"
     study = _study(url)
     trial = study.ask({"x": optuna.distributions.FloatDistribution(0, 1)})

@@ -1,4 +1,5 @@
-"""Image sources, conversions, caching, crops and the SR degradation (layersearch.trial.data)."""
+"""Image sources, conversions, caching (layersearch.trial.data), crops and the SR degradation
+(layersearch.trial.transforms)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from PIL import Image, ImageFile
 from layersearch.config import load_settings
 from layersearch.settings import DataSettings
 from layersearch.trial import data as D
+from layersearch.trial import transforms as T
 from layersearch.trial.data import DataError
 
 
@@ -244,15 +246,15 @@ def test_check_min_size_message():
         ("a.png", torch.zeros(3, 40, 30)),
         ("b.png", torch.zeros(3, 64, 10)),
     ]
-    D.check_min_size(imgs[:1], 64, "the training set")  # no error
+    T.check_min_size(imgs[:1], 64, "the training set")  # no error
     with pytest.raises(DataError) as err:
-        D.check_min_size(imgs, 64, "the training set")
+        T.check_min_size(imgs, 64, "the training set")
     assert str(err.value).startswith(
         "2 images in the training set are smaller than the 64px crop: a.png (30x40), b.png (10x64)"
     )
     many = [(f"{i}.png", torch.zeros(3, 8, 8)) for i in range(7)]
     with pytest.raises(DataError, match="7 images .*4.png \\(8x8\\), and 2 more"):
-        D.check_min_size(many, 16, "x")
+        T.check_min_size(many, 16, "x")
 
 
 def test_random_crops_windows_and_determinism():
@@ -260,7 +262,7 @@ def test_random_crops_windows_and_determinism():
     images = [
         torch.arange(3 * 20 * 30, dtype=torch.float32).reshape(3, 20, 30) + k * 10_000 for k in range(2)
     ]
-    crops = D.random_crops(images, 8, 64, torch.Generator().manual_seed(0))
+    crops = T.random_crops(images, 8, 64, torch.Generator().manual_seed(0))
     assert crops.shape == (64, 3, 8, 8)
     flipped = 0
     for crop in crops:
@@ -273,22 +275,22 @@ def test_random_crops_windows_and_determinism():
     assert 0 < flipped < 64
     assert {int(c.min()) // 10_000 for c in crops} == {0, 1}
 
-    again = D.random_crops(images, 8, 64, torch.Generator().manual_seed(0))
-    other = D.random_crops(images, 8, 64, torch.Generator().manual_seed(1))
+    again = T.random_crops(images, 8, 64, torch.Generator().manual_seed(0))
+    other = T.random_crops(images, 8, 64, torch.Generator().manual_seed(1))
     assert torch.equal(crops, again) and not torch.equal(crops, other)
     with pytest.raises(ValueError, match="smaller than the 32px crop"):
-        D.random_crops(images, 32, 1, torch.Generator())
+        T.random_crops(images, 32, 1, torch.Generator())
 
 
 def test_center_crop_and_crop_to_multiple():
     img = torch.arange(3 * 10 * 13, dtype=torch.float32).reshape(3, 10, 13)
-    assert D.center_crop(img, None) is img
-    assert torch.equal(D.center_crop(img, 4), img[:, 3:7, 4:8])
+    assert T.center_crop(img, None) is img
+    assert torch.equal(T.center_crop(img, 4), img[:, 3:7, 4:8])
     with pytest.raises(ValueError):
-        D.center_crop(img, 11)
-    cut = D.crop_to_multiple(img, 4)
+        T.center_crop(img, 11)
+    cut = T.crop_to_multiple(img, 4)
     assert torch.equal(cut, img[:, :8, :12])
-    assert D.crop_to_multiple(img[None], 5).shape == (1, 3, 10, 10)
+    assert T.crop_to_multiple(img[None], 5).shape == (1, 3, 10, 10)
 
 
 # ----------------------------------------------------------------------------------------------- degrade
@@ -296,19 +298,19 @@ def test_center_crop_and_crop_to_multiple():
 
 def test_degrade_shape_range_constant():
     hr = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
-    lr = D.degrade(hr, 4)
+    lr = T.degrade(hr, 4)
     assert lr.shape == (2, 3, 8, 12)
     assert float(lr.min()) >= 0.0 and float(lr.max()) <= 1.0
-    assert D.degrade(hr[0], 2).shape == (3, 16, 24)
+    assert T.degrade(hr[0], 2).shape == (3, 16, 24)
     const = torch.full((1, 3, 16, 16), 0.3)
     for sigma in (0.0, 1.0):
-        torch.testing.assert_close(D.degrade(const, 4, sigma), torch.full((1, 3, 4, 4), 0.3))
+        torch.testing.assert_close(T.degrade(const, 4, sigma), torch.full((1, 3, 4, 4), 0.3))
 
 
 def test_degrade_is_pil_bicubic():
     # The documented kernel: PIL's BICUBIC resize (Keys a=-0.5, antialiased) on float images.
     hr = torch.rand(1, 3, 24, 36, generator=torch.Generator().manual_seed(1))
-    lr = D.degrade(hr, 4)
+    lr = T.degrade(hr, 4)
     for c in range(3):
         pil = Image.fromarray(hr[0, c].numpy(), mode="F").resize((9, 6), Image.BICUBIC)
         torch.testing.assert_close(lr[0, c], torch.from_numpy(np.array(pil)).clamp(0, 1), atol=1e-5, rtol=0)
@@ -320,7 +322,7 @@ def test_degrade_blur_kernel_as_documented():
     k = 2 * math.ceil(3 * sigma) + 1
     hr = torch.zeros(1, 3, 15, 15)
     hr[..., 7, 7] = 1.0
-    out = D.degrade(hr, 1, sigma)
+    out = T.degrade(hr, 1, sigma)
     t = torch.arange(k, dtype=torch.float32) - (k - 1) / 2
     g = torch.exp(-(t**2) / (2 * sigma**2))
     g = g / g.sum()
@@ -332,7 +334,7 @@ def test_degrade_blur_kernel_as_documented():
 def test_degrade_blur_softens_edge():
     hr = torch.zeros(1, 3, 16, 16)
     hr[..., 8:] = 1.0  # sharp vertical edge between LR columns 1 and 2
-    sharp, blurred = D.degrade(hr, 4), D.degrade(hr, 4, blur_sigma=1.0)
+    sharp, blurred = T.degrade(hr, 4), T.degrade(hr, 4, blur_sigma=1.0)
     # The blur carries more light across the edge: the dark LR column next to it gets brighter.
     assert float(blurred[0, 0, 0, 1]) > float(sharp[0, 0, 0, 1]) + 0.02
     assert float(blurred[0, 0, 0, 2]) < float(sharp[0, 0, 0, 2]) - 0.02
@@ -340,6 +342,6 @@ def test_degrade_blur_softens_edge():
 
 def test_degrade_rejects_bad_sizes():
     with pytest.raises(ValueError, match="not divisible by scale 4"):
-        D.degrade(torch.zeros(1, 3, 30, 32), 4)
+        T.degrade(torch.zeros(1, 3, 30, 32), 4)
     with pytest.raises(ValueError):
-        D.degrade(torch.zeros(1, 3, 32, 32), 4, blur_sigma=-1.0)
+        T.degrade(torch.zeros(1, 3, 32, 32), 4, blur_sigma=-1.0)

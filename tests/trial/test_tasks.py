@@ -14,7 +14,7 @@ from layersearch.errors import ConfigValueError
 from layersearch.lossnet.loss import PerceptualLoss
 from layersearch.lossnet.weights import RandomWeightsWarning
 from layersearch.settings import Settings
-from layersearch.trial.data import DataError, degrade
+from layersearch.trial.data import DataError
 from layersearch.trial.metrics import PSNR_CAP_DB
 from layersearch.trial.tasks import (
     TRIALS_PER_DEVICE_ENV,
@@ -26,6 +26,7 @@ from layersearch.trial.tasks import (
     trials_sharing_device,
 )
 from layersearch.trial.train import layer_config
+from layersearch.trial.transforms import degrade
 
 
 def make_task(cfg: Settings):
