@@ -24,7 +24,6 @@ def check_arch(arch: str) -> str:
     return loss_network(arch).name
 
 
-
 def units(arch: str) -> list[str]:
     """Module paths of the steps that, run in turn, compute ``arch`` up to its classification head."""
     return loss_network(arch).units
