@@ -59,8 +59,12 @@ def _is_missing(value: Any) -> bool:
     return isinstance(value, str) and value == "???"
 
 
-def _coerce(value: Any, hint: Any, key: str) -> Any:
-    """``value`` as the field's type says; one line naming ``key`` when it cannot be."""
+def _coerce(value: Any, hint: Any, key: str, low: int | None = None) -> Any:
+    """``value`` as the field's type says; one line naming ``key`` when it cannot be.
+
+    ``low``: the least whole number the field takes, named in the message (its range is checked where the
+    value is used, with the reason).
+    """
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
@@ -68,11 +72,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         options = [a for a in args if a is not type(None)]
         for option in options:
             try:
-                return _coerce(value, option, key)
+                return _coerce(value, option, key, low)
             except ConfigValueError:
                 continue
-        raise ConfigValueError(f"{key} must be {' or '.join(_kind(o) for o in options)}"
-                               f"{' or null' if type(None) in args else ''}, got {value!r}")
+        # null is allowed too, but the message keeps to what the user meant to give (a number, a list...)
+        raise ConfigValueError(f"{key} must be {' or '.join(_kind(o, low) for o in options)}, got {value!r}")
     if hint is Any:
         return _frozen(value)
     if origin is typing.Literal:
@@ -85,7 +89,7 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return value
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
-            raise ConfigValueError(f"{key} must be a whole number, got {value!r}")
+            raise ConfigValueError(f"{key} must be {_kind(int, low)}, got {value!r}")
         return int(value)
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -111,7 +115,11 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
     raise TypeError(f"settings field {key}: unsupported type {hint!r}")  # a bug in this module
 
 
-def _kind(hint: Any) -> str:
+def _kind(hint: Any, low: int | None = None) -> str:
+    if typing.get_origin(hint) in (list, tuple):
+        return "a list"
+    if hint is int and low is not None:
+        return f"a whole number >= {low}"
     return {int: "a whole number", float: "a number", str: "a string", bool: "true or false"}.get(hint, str(hint))
 
 
@@ -137,7 +145,7 @@ def _parse(cls: type, data: Any, prefix: str) -> Any:
                 value = None  # Hydra's "???": the code that needs it says how to set it (data.train_dir, ...)
             else:
                 raise ConfigValueError(f"{key} is not set: pass {key}=...")
-        values[field.name] = _coerce(value, hints[field.name], key)
+        values[field.name] = _coerce(value, hints[field.name], key, field.metadata.get("min"))
     return cls(**values)
 
 
@@ -269,13 +277,17 @@ class ExportSettings:
     source: str
 
 
+def _at_least(low: int) -> Any:
+    return dataclasses.field(metadata={"min": low})
+
+
 @dataclass(frozen=True)
 class ConfirmSettings:
-    top_k: int
-    seeds: int
-    first_seed: int
-    steps: int | None
-    eval_every: int | None
+    top_k: int = _at_least(1)
+    seeds: int = _at_least(2)
+    first_seed: int = _at_least(0)
+    steps: int | None = _at_least(1)
+    eval_every: int | None = _at_least(1)
     alpha: float
 
 
@@ -317,7 +329,15 @@ class LauncherSettings:
 class Settings:
     """Everything a command runs on (conf/config.yaml and its groups), parsed and read-only."""
 
+    # conf/config.yaml's own keys first: a group that interpolates one (report.port: ${port}) is then never the
+    # key a bad value is reported under
     seed: int
+    loss_file: str | None
+    out_dir: str | None
+    pred_dir: str | None
+    target_dir: str | None
+    scale: int
+    port: int | None
     paths: PathsSettings
     task: ComponentSettings
     data: DataSettings
@@ -335,12 +355,6 @@ class Settings:
     report: ReportSettings
     inspect: InspectSettings
     launcher: LauncherSettings
-    loss_file: str | None
-    out_dir: str | None
-    pred_dir: str | None
-    target_dir: str | None
-    scale: int
-    port: int | None
 
 
 def parse_settings(data: Mapping[str, Any]) -> Settings:
