@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pytest
 import torch
 
 from layersearch.config import load_settings
-from layersearch.settings import Settings
+from layersearch.settings import Settings, StudySettings
 
 
 def smoke(*overrides: str) -> Settings:
@@ -21,9 +23,22 @@ def smoke(*overrides: str) -> Settings:
     return load_settings(["preset=smoke", *overrides])
 
 
+_DEFAULT_STUDY_LOCK = threading.Lock()
+
+
+@functools.cache
+def _default_study() -> StudySettings:
+    return load_settings([]).study
+
+
 def storage_args(**overrides: float) -> dict[str, float]:
-    """``open_storage``'s heartbeat, grace and retry times: conf/study/default.yaml's unless overridden."""
-    study = load_settings([]).study
+    """``open_storage``'s heartbeat, grace and retry times: conf/study/default.yaml's unless overridden.
+
+    Composed once per process, under a lock: tests call this from threads, and Hydra's compose is not
+    thread-safe.
+    """
+    with _DEFAULT_STUDY_LOCK:
+        study = _default_study()
     return {"heartbeat_s": study.heartbeat_s, "grace_s": study.grace_s, "retry_s": study.db_retry_s, **overrides}
 
 

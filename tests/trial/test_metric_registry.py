@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import types
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,9 @@ import torch
 from helpers import smoke
 from PIL import Image
 
+from layersearch.config import load_settings
 from layersearch.lossnet.weights import RandomWeightsWarning
+from layersearch.settings import LpipsSettings
 from layersearch.trial.handle import Trial, score_images
 from layersearch.trial.metric_registry import (
     DEFAULT_METRIC_FORMAT,
@@ -162,7 +165,7 @@ def test_a_registered_metric_is_scored_by_score_and_trial_score(toy_mae, tmp_pat
         warnings.simplefilter("ignore", RandomWeightsWarning)
         scores = score_images(pred, target, 2, "squeeze", "random")
         trial = Trial(number=0, study_name="s", params={}, layer_config={}, steps=1, seed=0, device="cpu",
-                      dir=tmp_path, objectives=["toy_mae"], lpips={"net": "squeeze", "weights": "random"})
+                      dir=tmp_path, objectives=["toy_mae"], lpips=LpipsSettings(net="squeeze", weights="random"))
         from_trial = trial.score(pred, target, scale=2)
     assert list(scores) == ["lpips", "psnr_y", "ssim_y", "toy_mae"]
     assert scores["toy_mae"] == pytest.approx(expected, rel=1e-12)
@@ -189,11 +192,12 @@ def test_a_registered_metric_is_printed_by_layersearch_score(toy_mae, tmp_path, 
 def test_a_registered_metric_is_an_objective_with_its_direction(toy_mae):
     from layersearch.search.loop import resolve_objectives
 
+    study = load_settings([]).study
     user = types.SimpleNamespace(kind="python")
-    assert resolve_objectives({"objectives": ["toy_mae", "psnr_y"]}, user) == [("toy_mae", "minimize"),
+    assert resolve_objectives(replace(study, objectives=("toy_mae", "psnr_y")), user) == [("toy_mae", "minimize"),
                                                                                 ("psnr_y", "maximize")]
     builtin = types.SimpleNamespace(kind="builtin", metrics=SuperResolution.metrics, default_objectives=("lpips",))
-    assert resolve_objectives({"objectives": ["toy_mae"]}, builtin) == [("toy_mae", "minimize")]
+    assert resolve_objectives(replace(study, objectives=("toy_mae",)), builtin) == [("toy_mae", "minimize")]
     assert format_metric("toy_mae", 0.12345) == "0.123"
     assert format_table({"a": {"toy_mae": 0.5}}, ["toy_mae"]).splitlines()[1].split() == ["a", "0.500"]
 
@@ -202,7 +206,7 @@ def test_a_registered_metric_is_reported_by_the_built_in_task(toy_mae):
     cfg = smoke("task=sr_x4")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
-        task = build_task(cfg["task"], cfg["data"], cfg["model"], cfg["metrics"], "cpu")
+        task = build_task(cfg.task, cfg.data, cfg.model, cfg.metrics, "cpu")
     baseline = task.baseline()
     assert list(baseline) == ["lpips", "psnr_y", "ssim_y", "toy_mae"]
     bicubic = [task.bicubic(lr) for lr in task.val_lr]
