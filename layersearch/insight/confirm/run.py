@@ -55,23 +55,9 @@ from .plan import (
     select_candidates,
 )
 from .queue import SUFFIX, check_budget, claim, enqueue_missing, fail_abandoned, job_of, per_seed
-from .summary import render_markdown, summarise, summary_lines
+from .summary import render_markdown, summarise
 
-__all__ = [
-    "Candidate",
-    "ConfirmError",
-    "ConfirmResult",
-    "ConfirmPlan",
-    "check_study",
-    "confirm_dir",
-    "export_confirmed",
-    "read_plan",
-    "render_markdown",
-    "run_confirm",
-    "select_candidates",
-    "summarise",
-    "summary_lines",
-]
+__all__ = ["ConfirmResult", "confirm_dir", "export_confirmed", "run_confirm"]
 
 # --- the command ----------------------------------------------------------------------------------------------
 
