@@ -13,6 +13,7 @@ side pays what every command trial pays: a new Python, torch and layersearch imp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import os
 import statistics
@@ -25,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "examples" / "denoise_script" / "train.py"
 LAYERS = {"loss_net": {"arch": "vgg16", "weights": "random"}, "content_layers": {"relu2_2": 1.0}, "style_layers": {},
           "content_weight": 1.0, "style_weight": 0.0, "pixel_weight": 0.0, "tv_weight": 0.0, "criterion": "mse"}
-LPIPS = {"net": "alex", "weights": "random"}
 
 
 def main() -> int:
@@ -41,6 +41,7 @@ def main() -> int:
     size = {"batch_size": args.batch_size, "crop": args.crop, "size": args.size}
     warnings.simplefilter("ignore")
 
+    from layersearch.config import load_settings
     from layersearch.trial.command import CommandTraining
     from layersearch.trial.handle import Trial
     from layersearch.trial.outcome import run_training
@@ -59,12 +60,14 @@ def main() -> int:
         number = next(counter)
         return Trial(number=number, study_name="bench", params={}, layer_config=LAYERS, steps=steps, seed=0,
                      device=args.device, dir=work / f"t{number}", objectives=["lpips", "psnr_y"],
-                     reporter=lambda step, values: None, lpips=LPIPS)
+                     reporter=lambda step, values: None, lpips=settings.metrics.lpips)
 
     in_process = PythonTraining(functools.partial(resolve_function(f"{SCRIPT}:train"), **size))
     flags = f"--batch-size {args.batch_size} --crop {args.crop} --size {args.size}"
-    command = CommandTraining({"cmd": f"{sys.executable} {SCRIPT} {flags}", "poll_s": 1.0, "kill_grace_s": 10.0},
-                              LPIPS)
+    # conf's trial=command settings (poll_s, kill_grace_s) with this command, and random LPIPS weights.
+    settings = load_settings(["trial=command", "metrics.lpips.weights=random"])
+    command = CommandTraining(dataclasses.replace(settings.trial, cmd=f"{sys.executable} {SCRIPT} {flags}"),
+                              settings.metrics.lpips)
     in_process.check()
     command.check()
 
