@@ -136,14 +136,25 @@ def open_storage(
         # checkout instead of failing the next call.
         engine_kwargs = {"connect_args": {"connect_timeout": STORAGE_TIMEOUT_S}, "pool_pre_ping": True}
 
+    def rdb_storage() -> optuna.storages.BaseStorage:
+        return RetryingRDBStorage(
+            db_url, outage_url=url, retry_s=retry_s, engine_kwargs=engine_kwargs,
+            heartbeat_interval=max(1, round(heartbeat_s)), grace_period=max(1, round(grace_s)),
+        )
+
     def connect() -> optuna.storages.BaseStorage:
         # Only a writer may be creating the schema; a reader of an existing store takes no lock (and leaves
         # no lock file behind).
         with storage_lock(url) if create else contextlib.nullcontext():
-            return RetryingRDBStorage(
-                db_url, outage_url=url, retry_s=retry_s, engine_kwargs=engine_kwargs,
-                heartbeat_interval=max(1, round(heartbeat_s)), grace_period=max(1, round(grace_s)),
-            )
+            try:
+                return rdb_storage()
+            except Exception as err:
+                # A reader that opens a SQLite file a writer has just created runs Optuna's CREATE TABLEs at the
+                # same moment (it takes no lock): one side sees "table ... already exists". The schema is
+                # complete once the other side is done, so opening again succeeds.
+                if "already exists" not in str(err):
+                    raise
+                return rdb_storage()
 
     return within(STORAGE_TIMEOUT_S, connect, "study storage", url)
 
