@@ -15,7 +15,9 @@ Prints (and with ``--save`` writes to ``benchmarks/results/<date>-<machine>.md``
    optimizer) and the evaluations' share of a quickstart trial;
 5. the share of a small sweep's wall time spent outside training and evaluation (Optuna, MLflow, setup);
 6. a loss step on every loss network at its deepest stride-8 layer relative to VGG-16 relu2_2, its FLOPs,
-   peak memory and first build time (``networks.py``).
+   peak memory and first build time (``networks.py``);
+7. a network declared with ``module:`` (forward hooks) against the same network cut by the built-in path,
+   same weights, as a ratio (``declared.py``; goal >= 0.9).
 
 Weights are random everywhere: timing does not depend on them, and every number here is a time or a
 ratio, never a quality score. ``--dry`` runs every section at a toy size (a test runs it).
@@ -39,6 +41,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from declared import declared_steps, declared_table
 from networks import mid_layer, network_loss, network_steps, network_table
 from references import Vgg16Slices, Vgg19To, gram_matrix, normalize_batch
 from torch.utils.flop_counter import FlopCounterMode
@@ -466,6 +469,11 @@ def report(args: argparse.Namespace, device: torch.device) -> str:
     out("## 6. Loss networks: a loss step at the deepest layer of stride 8, relative to VGG-16 relu2_2")
     out()
     for line in network_table(net_rows, net_peaks, None if args.no_memory else peaks[("relu2_2 (Johnson SR)", "ours")]):
+        out(line)
+    out()
+    out("## 7. Your own network (`module:`, hooks) vs the same network cut by the built-in path")
+    out()
+    for line in declared_table(declared_steps(device, output, target, args.repeats, one_step, timed)):
         out(line)
     out()
     load_after = os.getloadavg()

@@ -9,8 +9,9 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import compose_config, config_groups, to_container
+from .config import compose_config, config_dir, config_groups, to_container
 from .errors import LayersearchError, RandomWeightsWarning
+from .lossnet.declared import declare_from_settings
 from .lossnet.layers import ARCHS, check_arch, format_layer_table
 from .outputs import RANDOM_BANNER, timestamped_dir
 from .settings import Settings, parse_settings
@@ -90,21 +91,42 @@ def with_config(command: str, run: Callable[[Settings], int]) -> Callable[[list[
 
             print(OmegaConf.to_yaml(cfg))
             return 0
-        return run(parse_settings(to_container(cfg)))
+        settings = parse_settings(to_container(cfg))
+        declare_from_settings(settings)  # loss networks of the user's own, by name from here on
+        return run(settings)
 
     return wrapped
 
 
 def cmd_layers(args: list[str]) -> int:
+    usage = ("usage: layersearch layers [NET] [--config-dir DIR] [loss_net.key=value ...]   (default vgg16)\n"
+             f"networks: {', '.join(ARCHS)}; or your own, declared in DIR/loss_net/NET.yaml "
+             "(docs: Your own loss network)")
     if args and args[0] in ("-h", "--help"):
-        print(f"usage: layersearch layers [NET]   (default vgg16)\nnetworks: {', '.join(ARCHS)}")
+        print(usage)
         return 0
-    if len(args) > 1:
-        raise UsageError(f"layers takes one network ({', '.join(ARCHS)}), got {' '.join(args)}")
-    arch = check_arch(args[0] if args else "vgg16")
-    print(f"{arch}: stride and receptive field in pixels; module: torchvision's module path (class). "
-          f"Other networks: {', '.join(a for a in ARCHS if a != arch)}")
-    print(format_layer_table(arch))
+    overrides, dirs, _, _ = parse_overrides(args)
+    names = [o for o in overrides if "=" not in o]
+    if len(names) > 1:
+        raise UsageError(f"layers takes one network ({', '.join(ARCHS)} or one of your own), got {' '.join(names)}")
+    chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("loss_net=")]
+    arch = names[0] if names else chosen[0] if chosen else "vgg16"
+    overrides = [o for o in overrides if "=" in o and not o.startswith("loss_net=")]
+    if arch in ARCHS and not dirs and not overrides:
+        print(f"{arch}: stride and receptive field in pixels; module: torchvision's module path (class). "
+              f"Other networks: {', '.join(a for a in ARCHS if a != arch)}")
+        print(format_layer_table(arch))
+        return 0
+    roots = [*dirs, str(config_dir())]
+    if not any(os.path.isfile(os.path.join(root, "loss_net", f"{arch}.yaml")) for root in roots):
+        raise UsageError(f"unknown loss network {arch!r}: not built in ({', '.join(ARCHS)}) and no "
+                         f"loss_net/{arch}.yaml in {', '.join(roots[:-1]) or 'a --config-dir'}")
+    settings = parse_settings(to_container(compose_config([f"loss_net={arch}", *overrides], dirs)))
+    declare_from_settings(settings)
+    net = check_arch(settings.loss_net.arch)
+    print(f"{net}: its layers are module paths (layersearch uses them as written); stride in pixels at a "
+          "224 px probe, receptive field measured by the input gradient; token layers drop their prefix tokens")
+    print(format_layer_table(net))
     return 0
 
 

@@ -91,11 +91,44 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), extra_dirs: list
         OmegaConf.set_readonly(cfg, False)
         OmegaConf.set_struct(cfg, False)
         del cfg["hydra"]
+        _add_space_networks(cfg, extra_dirs)
         check_numbers(OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False), choices, extra_dirs)
     except (HydraException, OmegaConfBaseException) as err:
         raise ConfigCompositionError(_one_line(err)) from None
     OmegaConf.set_struct(cfg, True)
     return cfg
+
+
+def _add_space_networks(cfg, extra_dirs) -> None:
+    """Put into ``networks`` the declared loss networks the search space names besides ``loss_net``.
+
+    ``search_space.arch=[vgg16, mynet]`` with ``loss_net/mynet.yaml`` in a ``--config-dir``: the file is read
+    as the declaration of ``mynet`` (when it has ``module:`` or ``timm:``; a built-in's file declares nothing),
+    so that the sweep and its workers know how to build it.
+    """
+    from omegaconf import OmegaConf
+
+    def plain(key: str) -> dict:
+        value = cfg.get(key)
+        return OmegaConf.to_container(value, resolve=True) if value is not None else {}
+
+    space = plain("search_space")
+    arch = space.get("arch") or []
+    names = [arch] if isinstance(arch, str) else list(arch)
+    for group in ("content", "style"):
+        candidates = (space.get(group) or {}).get("candidates") if isinstance(space.get(group), dict) else None
+        if isinstance(candidates, dict):
+            names += list(candidates)
+    networks = plain("networks")
+    roots = [Path(d) for d in extra_dirs] + [config_dir()]
+    for name in dict.fromkeys(map(str, names)):
+        if name == cfg.loss_net.get("arch") or name in networks:
+            continue
+        path = next((r / "loss_net" / f"{name}.yaml" for r in roots if (r / "loss_net" / f"{name}.yaml").is_file()), None)
+        data = yaml.safe_load(path.read_text()) if path is not None else None
+        if isinstance(data, dict) and (data.get("module") or data.get("timm")):
+            networks[name] = {k: v for k, v in data.items() if k != "arch"}
+    cfg.networks = networks
 
 
 #: Allowed ranges (inclusive) of numeric keys whose type alone does not say enough.

@@ -225,8 +225,18 @@ class TrialSettings:
 
 @dataclass(frozen=True)
 class LossNetSettings:
+    """The loss network (conf/loss_net/): a built-in by name, or one declared by ``module:`` or ``timm:``
+    (lossnet/declared.py, docs/own-loss-network.md)."""
+
     arch: str
-    weights: str
+    # every shipped file sets it; a declared network without it takes its own default (builder, imagenet)
+    weights: str | None = None
+    # declared networks only
+    module: str | None = None
+    timm: str | None = None
+    kwargs: Mapping[str, Any] | None = None
+    normalize: str | None = None
+    prefix_tokens: int | str | None = None
 
 
 @dataclass(frozen=True)
@@ -345,6 +355,7 @@ class Settings:
     trainer: TrainerSettings
     trial: TrialSettings
     loss_net: LossNetSettings
+    networks: Mapping[str, Any]  # declared networks besides loss_net: {name: {module|timm, ...}}
     loss: Mapping[str, Any]  # the layer config block, parsed by lossnet.LossConfig
     metrics: MetricsSettings
     search_space: Mapping[str, Any]  # parsed by search.SearchSpace

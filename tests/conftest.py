@@ -7,7 +7,8 @@ import warnings
 import pytest
 import torch
 
-from layersearch.lossnet.weights import RandomWeightsWarning
+from layersearch.lossnet.registry import network_names, unregister
+from layersearch.lossnet.weights import RandomWeightsWarning, clear_shared
 
 
 @pytest.fixture(autouse=True)
@@ -16,6 +17,19 @@ def _quiet_random_weights():
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RandomWeightsWarning)
         yield
+
+
+@pytest.fixture(autouse=True)
+def _forget_declared_networks():
+    # A network declared in a test (loss_net=timm, a --config-dir's own) is registered for the process; the
+    # next test must not see it (error messages list the known networks) nor a builder of the same name.
+    before = set(network_names())
+    yield
+    added = set(network_names()) - before
+    for name in added:
+        unregister(name)
+    if added:
+        clear_shared()
 
 
 @pytest.fixture

@@ -86,7 +86,7 @@ def test_make_bench_dry_run_prints_every_section():
     out = _run([sys.executable, "benchmarks/bench.py", "--dry"], timeout=900).stdout
     for heading in ("## 1. Machine convolution throughput", "## 2. Loss step vs reference",
                     "## 3. Peak memory", "## 4. Quickstart SR trial", "## 5. Sweep time outside training",
-                    "## 6. Loss networks"):
+                    "## 6. Loss networks", "## 7. Your own network"):
         assert heading in out
     from layersearch import ARCHS
 
@@ -95,6 +95,9 @@ def test_make_bench_dry_run_prints_every_section():
     for loss in ("relu2_2 (Johnson SR)", "relu2_2 + relu4_3", "Johnson style (Gram)", "ESRGAN conv5_4 (VGG-19)"):
         row = next(line for line in out.splitlines() if line.startswith(f"| {loss} |") and "x** |" in line)
         assert row.endswith("| yes |"), row  # ours and the reference compute the same loss value
+    for network in ("resnet18", "vgg16"):  # declared through module: vs the built-in cut, same weights, same value
+        assert re.search(rf"^\| {network} \| \S+ = \S+ \| [\d.]+ \| [\d.]+ \| \*\*[\d.]+x\*\* \| [\d.]+-[\d.]+ \| yes \|$",
+                         out, re.M), network
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from layersearch.config import compose_config, config_dir, config_groups, load_settings, to_container
+from layersearch.lossnet.declared import declare_from_settings
 from layersearch.lossnet.layers import layer_names
 from layersearch.lossnet.loss import LossConfig
 from layersearch.search.loop import SearchSpace, make_pruner, make_sampler, resolve_objectives
@@ -34,9 +35,12 @@ def test_every_option_composes_and_builds(group, option):
     if group == "loss":
         LossConfig.from_mapping({"loss_net": cfg["loss_net"], **cfg["loss"]})
     if group == "loss_net":
-        # With the network's own layer: the default loss (johnson_sr, relu2_2) is a VGG loss.
-        assert cfg["loss_net"]["arch"] == option
-        LossConfig.from_mapping({"loss_net": cfg["loss_net"], "content_layers": {layer_names(option)[-1]: 1.0}})
+        # With the network's own layer: the default loss (johnson_sr, relu2_2) is a VGG loss. loss_net=timm
+        # declares timm's model (timm_<name>: apart from the built-in names).
+        arch = f"timm_{cfg['loss_net']['timm']}" if option == "timm" else option
+        assert cfg["loss_net"]["arch"] == arch
+        declare_from_settings(settings)
+        LossConfig.from_mapping({"loss_net": cfg["loss_net"], "content_layers": {layer_names(arch)[-1]: 1.0}})
     if group == "search_space":
         space = SearchSpace.from_config(settings.search_space, weights="random")
         objectives = resolve_objectives(settings.study, make_training(settings))

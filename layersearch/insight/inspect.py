@@ -30,7 +30,7 @@ from ..errors import ConfigValueError, LayersearchError, OutputExistsError
 from ..lossnet.features import FeatureExtractor
 from ..lossnet.layers import layer_info, layer_names, validate_layers
 from ..lossnet.loss import gram_matrix, total_variation
-from ..lossnet.weights import any_random, weights_label
+from ..lossnet.weights import any_random, weights_for, weights_label
 from ..outputs import RANDOM_BANNER, atomic_write_json, save_grid, timestamped_dir
 from ..search.storage import StudyError, load_study
 from ..settings import InspectSettings, Settings
@@ -194,7 +194,7 @@ def inspect_layers(settings: Settings) -> InspectResult:
     if out.exists() and any(out.iterdir()):
         raise OutputExistsError(f"out_dir {out} already holds files; choose another (nothing was overwritten)")
 
-    weights = settings.loss_net.weights
+    weights = weights_for(arch, settings.loss_net.weights)
     lpips_settings = settings.metrics.lpips
     random_weights = any_random(weights, lpips_settings.weights)
     extractor = FeatureExtractor(arch, layers, weights, seed=settings.seed)

@@ -109,7 +109,11 @@ class _Report:
                 ["per-trial cost (median of complete trials)", "; ".join(
                     f"{a}: {sec:.3g} s ({n} trials)" if sec is not None else f"{a}: no complete trial"
                     for a, (sec, n) in costs.items())],
-                ["loss-net weights", ", ".join(s.loss_net_weights)], ["LPIPS (net/weights)", lpips],
+                ["loss-net weights", ", ".join(s.loss_net_weights)],
+                *([["loss-network sources", "; ".join(
+                    f"{a}: " + ", ".join(f"{k} {v}" for k, v in p.items()) for a, p in s.sources.items())]]
+                  if s.sources else []),
+                ["LPIPS (net/weights)", lpips],
                 ["seed noise", self.noise_line()],
                 ["random weights", "yes" if s.random_weights else "no"],
                 ["written", time.strftime("%Y-%m-%d %H:%M:%S")]]

@@ -78,6 +78,8 @@ class StudySummary:
     repeats: list[FrozenTrial] = field(default_factory=list)
     noise: dict[str, NoiseFloor] = field(default_factory=dict)
     lpips: str | None = None  # "alex/imagenet": the LPIPS net and weights, when the sweep recorded them
+    # {arch: {source, weights, weights_file?, weights_sha256?}}: where each loss network came from (the sweep's record)
+    sources: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def metrics(self) -> list[str]:
@@ -161,6 +163,7 @@ def summarize_study(study: optuna.Study) -> StudySummary:
         random_weights=bool(attrs.get("random_weights")) or "random" in loss_weights,
         loss_net_weights=loss_weights, candidates=_candidates(space_config, archs, complete), archs=archs,
         repeats=repeats, noise=noise_floor(everything, metrics), lpips=attrs.get("lpips"),
+        sources=dict(attrs.get("loss_networks") or {}),
     )
 
 

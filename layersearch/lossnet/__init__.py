@@ -13,6 +13,8 @@ weights, its input normalisation, its naming rule and what it cautions against (
 - ``layers``: the by-name functions the other rooms import (``ARCHS``, ``layer_names``, ``validate_layers``...);
 - ``tables``: generates ``layer_tables.json`` from torchvision, each kind naming its units;
 - ``weights``: the ``imagenet`` / ``random`` / file rules, caches and checks, the same for every kind;
+- ``declared``: networks declared in config (``module:`` a builder of the user's, ``timm:`` a timm model),
+  layers by module path; ``probe`` finds them by running the network once, ``taps`` takes them with hooks;
 - ``features``: FeatureExtractor; ``loss``: LossConfig and PerceptualLoss.
 
 Imports nothing from the other rooms (trial, search, insight).

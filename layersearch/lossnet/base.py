@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 # ImageNet statistics every torchvision classifier was trained with (the default normalisation).
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+#: The weights spec of a declared network's own weights, as its builder loaded them (declared.py).
+BUILDER = "builder"
 
 
 class LayerError(LayersearchError, ValueError):
@@ -42,8 +44,11 @@ class LayerError(LayersearchError, ValueError):
 
 @dataclass(frozen=True)
 class LayerInfo:
-    """One named layer: its name, its unit's index in the trunk (for VGG: the index in ``features``), the
-    module's class, output channels, stride and receptive field (px), and torchvision's module path."""
+    """One named layer: its name, its unit's index in the trunk (for VGG: the index in ``features``; for a
+    declared network: its place in the forward), the module's class, output channels, stride and receptive
+    field (px; 0: not in the table), and the module path. Token outputs (``N x L x C``) have ``tokens`` (L,
+    prefix tokens excluded) and ``prefix`` (leading tokens dropped) and stride 0; ``params``: the parameters
+    computed up to this layer, where the table has them (declared networks)."""
 
     name: str
     index: int
@@ -52,6 +57,9 @@ class LayerInfo:
     stride: int
     receptive_field: int
     module: str
+    tokens: int = 0
+    prefix: int = 0
+    params: int = 0
 
 
 class LossNetwork:
@@ -75,6 +83,11 @@ class LossNetwork:
     std: tuple[float, ...] = IMAGENET_STD
     #: True where the table is generated into ``layer_tables.json`` by ``python -m layersearch.lossnet.tables``.
     in_tables_file: bool = False
+    #: False: the trunk is a chain of units, cut after the deepest layer (``trunk``); True: the whole module
+    #: runs with forward hooks on the layers (declared networks, ``declared.py``), stopped after the deepest.
+    taps_by_hooks: bool = False
+    #: the weights spec a config without ``loss_net.weights`` means.
+    default_weights: str = "imagenet"
 
     def __init__(self, name: str):
         self.name = name
@@ -232,6 +245,10 @@ class LossNetwork:
         from .weights import weights_label
 
         return weights_label(weights)
+
+    def provenance(self, weights: str) -> dict[str, str]:
+        """Where the network and its weights came from, for MLflow and the report."""
+        return {"source": f"{type(self).__name__} {self.name}", "weights": self.weights_label(weights)}
 
 
 def _rows(entry: dict[str, Any]) -> tuple[list[str], list[LayerInfo]]:

@@ -9,6 +9,7 @@ from torch import nn
 
 from .base import IMAGENET_MEAN, IMAGENET_STD, LayerError
 from .registry import loss_network
+from .taps import HookTaps
 from .weights import is_random, shared_features
 
 __all__ = ["IMAGENET_MEAN", "IMAGENET_STD", "FeatureExtractor"]
@@ -47,12 +48,15 @@ class FeatureExtractor(nn.Module):
         arch: a registered network (``layersearch.ARCHS``: VGG with or without batch norm, AlexNet,
             SqueezeNet 1.1, ResNet-18/50, EfficientNet-B0, ConvNeXt-Tiny; see ``lossnet.registry``).
         layers: names from ``layersearch.layer_names(arch)``.
-        weights: ``imagenet``, ``random`` or a path to a torchvision state dict.
+        weights: ``imagenet``, ``random`` or a path to a torchvision state dict (a declared network:
+            ``builder`` too, and a state dict of the whole module).
         seed: initialisation seed when ``weights='random'``.
 
-    Calling it on an ``N x 3 x H x W`` RGB batch in [0, 1] returns ``{name: N x C x h x w}`` for exactly
-    the requested names. The network is cut after the deepest requested layer, so it holds no parameter
-    beyond it, and it stays in eval mode whatever its parent does. Gradients flow to the input only.
+    Calling it on an ``N x 3 x H x W`` RGB batch in [0, 1] returns ``{name: N x C x h x w}`` (``N x L x C``
+    for a declared network's token layers) for exactly the requested names. A built-in network is cut after
+    the deepest requested layer, so it holds no parameter beyond it; a declared one (``declared.py``) runs
+    its own forward with hooks, stopped there. Either stays in eval mode whatever its parent does.
+    Gradients flow to the input only.
     """
 
     def __init__(self, arch: str = "vgg16", layers: Sequence[str] = ("relu2_2",), weights: str = "imagenet", seed: int = 0):
@@ -67,13 +71,30 @@ class FeatureExtractor(nn.Module):
         self.weights = str(weights)
         self.random_weights = is_random(weights)
         self.layers = list(dict.fromkeys(layers))
-        self._index_to_name = {table[name].index: name for name in self.layers}
-        deepest = max(self._index_to_name)
+        self.memory_format = torch.channels_last
+        if net.taps_by_hooks:
+            # A declared network runs its own forward, hooked on the layers and stopped after the deepest;
+            # the frozen module is shared by every extractor of the process that uses it.
+            self._index_to_name = {}
+            self.body = HookTaps(net.model(self.weights, seed), self.layers, copy=net.copied,
+                                 prefix={name: table[name].prefix for name in self.layers})
+        else:
+            self._index_to_name = {table[name].index: name for name in self.layers}
+            self.body = self._trunk(net, seed)
+        # (x - mean) / std as one fused x * scale + shift. It cannot be folded into the first convolution:
+        # the zero padding there is zero in normalised space, not in image space.
+        std = torch.tensor(net.std).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / std, persistent=False)
+        self.register_buffer("shift", -torch.tensor(net.mean).view(1, 3, 1, 1) / std, persistent=False)
+        self.requires_grad_(False)
+        self.eval()
 
+    def _trunk(self, net, seed: int) -> _Frozen:
         # The whole trunk's weights, shared by every extractor of this process with the same arch, weights
         # and seed; this one takes the units up to the deepest layer, built on the meta device and assigned
         # the shared tensors, so building it initialises nothing.
-        state = shared_features(arch, weights, seed)
+        deepest = max(self._index_to_name)
+        state = shared_features(self.arch, self.weights, seed)
         body = _Frozen(*net.trunk(upto=deepest))
         body.load_state_dict(net.unit_state(state, upto=deepest), assign=True)
         for index in self._index_to_name:
@@ -85,15 +106,7 @@ class FeatureExtractor(nn.Module):
                 body[index + 1].inplace = False
         # channels_last: the layout oneDNN (CPU) and cuDNN (bf16 tensor cores) run convolutions and pooling
         # fastest in; on 2 CPU cores it makes max-pooling ~10x and the convolutions ~10% faster than NCHW.
-        self.body = body  # channels_last already (shared_features)
-        self.memory_format = torch.channels_last
-        # (x - mean) / std as one fused x * scale + shift. It cannot be folded into the first convolution:
-        # the zero padding there is zero in normalised space, not in image space.
-        std = torch.tensor(net.std).view(1, 3, 1, 1)
-        self.register_buffer("scale", 1.0 / std, persistent=False)
-        self.register_buffer("shift", -torch.tensor(net.mean).view(1, 3, 1, 1) / std, persistent=False)
-        self.requires_grad_(False)
-        self.eval()
+        return body  # channels_last already (shared_features)
 
     def use_memory_format(self, memory_format: torch.memory_format) -> FeatureExtractor:
         """Run in ``memory_format`` (``torch.contiguous_format`` to measure what channels_last brings)."""
@@ -124,6 +137,8 @@ class FeatureExtractor(nn.Module):
                 raise LayerError(f"layer(s) {', '.join(sorted(unknown))} not in this extractor's {self.layers}")
             wanted = {i: name for i, name in wanted.items() if name in layers}
         x = torch.addcmul(self.shift, _ToLayout.apply(images, self.memory_format), self.scale)
+        if self.network.taps_by_hooks:
+            return self.body(x, self.layers if layers is None else [n for n in self.layers if n in layers])
         out: dict[str, torch.Tensor] = {}
         for index, module in enumerate(self.body[: max(wanted, default=-1) + 1]):
             x = module(x)

@@ -15,8 +15,10 @@ import yaml
 from torch import nn
 
 from ..errors import LayersearchError
+from .declared import SPEC_KEYS, DeclaredNetwork, declare, is_declaration
 from .features import FeatureExtractor
-from .layers import LayerError, check_arch, validate_layers
+from .layers import LayerError, validate_layers
+from .registry import loss_network
 
 CRITERIA = ("mse", "l1")
 _WEIGHT_KEYS = ("content_weight", "style_weight", "pixel_weight", "tv_weight")
@@ -73,20 +75,25 @@ class LossConfig:
         net = data.get("loss_net") or {}
         if not isinstance(net, Mapping):
             raise ConfigError(f"loss_net must be a mapping {{arch: vgg16, weights: imagenet}}, got {net!r}")
-        bad_net = sorted(set(net) - {"arch", "weights"})
+        bad_net = sorted(set(net) - set(SPEC_KEYS))
         if bad_net:
-            raise ConfigError(f"unknown key(s) {', '.join(bad_net)} in loss_net; valid keys: arch, weights")
-        arch = str(net.get("arch", "vgg16"))
-        try:
-            check_arch(arch)
-        except LayerError as err:
-            raise ConfigError(f"loss_net.arch: {err}") from None
+            raise ConfigError(f"unknown key(s) {', '.join(bad_net)} in loss_net; valid keys: {', '.join(SPEC_KEYS)}")
+        if is_declaration(net):
+            # A network of the user's own: the block says how to build it (a file that rebuilds its loss).
+            network = declare(net)
+        else:
+            try:
+                network = loss_network(str(net.get("arch", "vgg16")))
+            except LayerError as err:
+                raise ConfigError(f"loss_net.arch: {err}") from None
+        arch = network.name
+        weights = str(net.get("weights") or network.default_weights)
         criterion = str(data.get("criterion", "mse"))
         if criterion not in CRITERIA:
             raise ConfigError(f"unknown criterion {criterion!r}; choose one of: {', '.join(CRITERIA)}")
         config = cls(
             arch=arch,
-            weights=str(net.get("weights", "imagenet")),
+            weights=weights,
             content_layers=_layer_weights(data.get("content_layers"), "content_layers", arch),
             style_layers=_layer_weights(data.get("style_layers"), "style_layers", arch),
             criterion=criterion,
@@ -129,8 +136,10 @@ class LossConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The export schema, plain types only (safe for YAML, JSON and MLflow)."""
+        network = loss_network(self.arch)
+        declared = network.spec.to_dict() if isinstance(network, DeclaredNetwork) else {"arch": self.arch}
         out: dict[str, Any] = {
-            "loss_net": {"arch": self.arch, "weights": self.weights},
+            "loss_net": {**declared, "weights": self.weights},
             "content_layers": dict(self.content_layers),
             "style_layers": dict(self.style_layers),
             "content_weight": self.content_weight,
@@ -145,13 +154,19 @@ class LossConfig:
 
 
 def gram_matrix(features: torch.Tensor) -> torch.Tensor:
-    """Gram matrix ``F F^T / (C*H*W)`` of ``N x C x H x W`` features (Johnson et al. 2016), in float32."""
-    n, c, h, w = features.shape
-    # N x HW x C is a view (no copy) of channels_last features, which is what the loss network produces;
+    """Gram matrix ``F F^T / (C*H*W)`` of ``N x C x H x W`` features (Johnson et al. 2016), in float32;
+    of ``N x L x C`` tokens, the ``C x C`` matrix over tokens, ``F^T F / (C*L)``."""
+    if features.dim() == 3:
+        n, positions, c = features.shape
+        flat = features.float()
+    else:
+        n, c, h, w = features.shape
+        positions = h * w
+        # N x HW x C is a view (no copy) of channels_last features, which is what the loss network produces.
+        flat = features.float().permute(0, 2, 3, 1).reshape(n, positions, c)
     # autocast is off so that a bf16 run still forms the products in float32.
-    flat = features.float().permute(0, 2, 3, 1).reshape(n, h * w, c)
     with torch.autocast(features.device.type, enabled=False):
-        return torch.bmm(flat.transpose(1, 2), flat).div_(c * h * w)
+        return torch.bmm(flat.transpose(1, 2), flat).div_(c * positions)
 
 
 def total_variation(images: torch.Tensor) -> torch.Tensor:

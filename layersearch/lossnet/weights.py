@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import LayersearchError, RandomWeightsWarning
+from .base import BUILDER
 from .registry import builtin_names, loss_network
 
 RANDOM = "random"
@@ -39,10 +40,30 @@ def any_random(*weights: str | None) -> bool:
     return any(w is not None and is_random(w) for w in weights)
 
 
+def weights_for(arch: str, loss_net_weights: str | None) -> str:
+    """The weights ``arch`` runs with under a config's ``loss_net.weights``: ``random`` for every network when it
+    is ``random`` (a smoke run); else that spec for a built-in network, and a declared network's own
+    (its declaration's; by default its builder's or timm's pretrained) for one of the user's."""
+    net = loss_network(arch)
+    if loss_net_weights is not None and (is_random(loss_net_weights) or not net.taps_by_hooks):
+        return str(loss_net_weights)
+    return net.default_weights
+
+
+def ready_weights(arch: str, weights: str) -> None:
+    """Read (or build) ``arch``'s weights now, so that a missing file or an offline download fails at start-up
+    rather than in the first trial; they stay cached for the run."""
+    net = loss_network(arch)
+    if net.taps_by_hooks:
+        net.model(weights)
+    else:
+        trunk_state_dict(arch, weights)
+
+
 def weights_label(weights: str) -> str:
-    """Short label for outputs: ``imagenet``, ``random`` or ``file:<name>``."""
+    """Short label for outputs: ``imagenet``, ``random``, ``builder`` (a declared network's own) or ``file:<name>``."""
     weights = str(weights)
-    if weights in (RANDOM, IMAGENET):
+    if weights in (RANDOM, IMAGENET, BUILDER):
         return weights
     return f"file:{Path(weights).name}"
 
@@ -54,7 +75,12 @@ def _file_state_dict(path: str) -> dict[str, torch.Tensor]:
             f"weights {path!r}: no such file (expected 'imagenet', 'random' or a path to a .pth state dict)"
         )
     try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
+        if file.suffix == ".safetensors":  # timm's and the Hub's format
+            from safetensors.torch import load_file
+
+            state = load_file(str(file), device="cpu")
+        else:
+            state = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as err:  # pickle, zip and truncation errors all mean the same to a user
         raise WeightsError(f"weights file {file} could not be read as a state dict: {err}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
@@ -107,6 +133,9 @@ def _frozen(tensor: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
 
 def clear_shared() -> None:
     """Forget the shared weights (the next extractor reads or initialises them again)."""
+    from .declared import _MODELS
+
+    _MODELS.clear()
     _SHARED.clear()
     _FILES.clear()
     _TRUNKS.clear()
@@ -123,12 +152,31 @@ def _read(arch: str, weights: str) -> dict[str, torch.Tensor]:
         key: tuple = (f"imagenet:{arch}",)
         if key not in _FILES:
             _FILES[key] = loss_network(arch).imagenet_state_dict()
-    else:
-        file = Path(weights).expanduser()
-        key = (str(file.resolve()), *((file.stat().st_mtime_ns, file.stat().st_size) if file.is_file() else (-1, -1)))
-        if key not in _FILES:
-            _FILES[key] = _file_state_dict(weights)
+        return _FILES[key]
+    return read_weights_file(weights)
+
+
+def read_weights_file(path: str) -> dict[str, torch.Tensor]:
+    """A state dict file as read, once per process per file version (a rewritten file is read again).
+
+    Raises:
+        WeightsError: no such file, or not a state dict of tensors.
+    """
+    file = Path(path).expanduser()
+    key = (str(file.resolve()), *((file.stat().st_mtime_ns, file.stat().st_size) if file.is_file() else (-1, -1)))
+    if key not in _FILES:
+        _FILES[key] = _file_state_dict(path)
     return _FILES[key]
+
+
+def warn_random(arch: str, stacklevel: int = 3) -> None:
+    """The warning every use of random weights gives (results are labelled 'random' too)."""
+    warnings.warn(
+        f"{arch} uses RANDOM weights: scores and searches made with it mean little; every output "
+        "is labelled 'random'",
+        RandomWeightsWarning,
+        stacklevel=stacklevel + 1,
+    )
 
 
 def trunk_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
@@ -147,12 +195,7 @@ def trunk_state_dict(arch: str, weights: str) -> dict[str, torch.Tensor] | None:
     """
     weights = str(weights)
     if is_random(weights):
-        warnings.warn(
-            f"{arch} uses RANDOM weights: scores and searches made with it mean little; every output "
-            "is labelled 'random'",
-            RandomWeightsWarning,
-            stacklevel=3,
-        )
+        warn_random(arch, stacklevel=3)
         return None
     state = _read(arch, weights)
     key = (arch, id(state))  # _FILES keeps every version read, so an id is never reused

@@ -6,8 +6,6 @@ objective. It runs in the worker's own process, so it shares the worker's device
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import inspect
 import sys
 from collections.abc import Callable, Mapping
@@ -15,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LayersearchError
+from ..importing import load_attr
 from .handle import Trial
 
 __all__ = ["FunctionError", "PythonTraining", "function_spec", "resolve_function"]
@@ -22,24 +21,6 @@ __all__ = ["FunctionError", "PythonTraining", "function_spec", "resolve_function
 
 class FunctionError(LayersearchError, ValueError):
     """``trial.fn`` does not name a function that takes the trial handle; one line."""
-
-
-def _load_file(path: Path):
-    # One module per file per process, under a name derived from the path, so a second sweep reuses it.
-    name = "layersearch_user_" + "".join(c if c.isalnum() else "_" for c in str(path.resolve()))
-    if name in sys.modules:
-        return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise FunctionError(f"trial.fn: cannot load {path} as a Python file")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
 
 
 def resolve_function(spec: Any) -> Callable[[Trial], Mapping[str, Any]]:
@@ -52,26 +33,7 @@ def resolve_function(spec: Any) -> Callable[[Trial], Mapping[str, Any]]:
         fn, where = spec, getattr(spec, "__qualname__", repr(spec))
     else:
         text = str(spec or "")
-        module_part, sep, attr = text.rpartition(":")
-        if not sep or not module_part or not attr:
-            raise FunctionError(f"trial.fn={text!r}: expected module:function or path/to/file.py:function")
-        try:
-            if module_part.endswith(".py"):
-                path = Path(module_part).expanduser()
-                if not path.is_file():
-                    raise FunctionError(f"trial.fn={text!r}: no such file {path}")
-                module = _load_file(path)
-            else:
-                module = importlib.import_module(module_part)
-        except FunctionError:
-            raise
-        except Exception as err:  # the user's module failed while importing: say what and where, in one line
-            raise FunctionError(f"trial.fn={text!r} does not import: {type(err).__name__}: {err}") from None
-        fn, where = module, text
-        for part in attr.split("."):
-            if not hasattr(fn, part):
-                raise FunctionError(f"trial.fn={text!r}: {module_part} has no attribute {attr!r}")
-            fn = getattr(fn, part)
+        fn, where = load_attr(text, "trial.fn", FunctionError), text
         if not callable(fn):
             raise FunctionError(f"trial.fn={text!r} is not callable (it is a {type(fn).__name__})")
     try:

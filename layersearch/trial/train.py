@@ -342,6 +342,7 @@ def train_from_config(settings: Settings) -> TrainOutcome:
             "baseline": baseline,
             "history": [{"step": s, **m} for s, m in result.history],
             "weights": labels,
+            "loss_net": loss_fn.extractor.network.provenance(loss_config.weights) if loss_fn.extractor else None,
             "random_weights": random_weights,
             "precision": precision,
             "steps": result.steps,

@@ -47,6 +47,9 @@ class TorchvisionNet(LossNetwork):
         with torch.device("meta"):
             return torchvision.models.get_model(self.name, weights=None).eval()
 
+    def provenance(self, weights: str) -> dict[str, str]:
+        return {"source": f"torchvision {self.name}", "weights": self.weights_label(weights)}
+
     def imagenet_state_dict(self) -> dict[str, torch.Tensor]:
         import urllib.error
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from ...lossnet.declared import declare_from_settings
 from ...settings import Settings, StudySettings, parse_settings, settings_to_dict
 from ...trial.tasks import TRIALS_PER_DEVICE_ENV
 from ...trial.train import resolve_device
@@ -209,6 +210,7 @@ def _slurm_job(data: dict) -> int:
     ``data`` is the task's settings as `settings_to_dict` wrote them (what submitit pickles), URLs redacted.
     """
     settings = parse_settings(data)
+    declare_from_settings(settings)
     settings = _with_study(settings, storage=os.environ.get(STORAGE_ENV, settings.study.storage))
     settings = dataclasses.replace(settings, tracking=dataclasses.replace(
         settings.tracking, uri=os.environ.get(TRACKING_ENV, settings.tracking.uri)))
@@ -265,7 +267,9 @@ def worker_main() -> int:
 
     warnings.simplefilter("ignore")  # the parent already showed the warnings of this config
     try:
-        run_worker(parse_settings(json.loads(os.environ[CONFIG_ENV])))
+        settings = parse_settings(json.loads(os.environ[CONFIG_ENV]))
+        declare_from_settings(settings)
+        run_worker(settings)
         return 0
     except KeyboardInterrupt as err:
         print("layersearch sweep: interrupted", file=sys.stderr)

@@ -10,6 +10,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ...lossnet.declared import declare_from_settings
 from ...settings import Settings
 from ..results import SweepResult
 from . import launch
@@ -25,6 +26,7 @@ def run_sweep(settings: Settings, fn: Callable[..., Any] | None = None) -> Sweep
         fn: the training function itself for ``trial=python`` (else ``trial.fn`` names it).
     """
     warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+    declare_from_settings(settings)
     if launch.wants_launcher(settings):
         return launch.run_launched(settings, fn)
     return run_worker(settings, fn)

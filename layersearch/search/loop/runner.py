@@ -20,6 +20,7 @@ import optuna
 import torch
 from optuna.trial import TrialState
 
+from ...lossnet.registry import loss_network
 from ...settings import PathsSettings, Settings
 from ...trial.handle import Trial
 from ...trial.metric_registry import format_metric
@@ -156,6 +157,8 @@ def _run(trial: optuna.Trial, ctx: SweepContext) -> tuple[str, float]:
     trial.set_user_attr("layer_config", layer_config)
     trial.set_user_attr("seed", seed)
     tags = {}
+    if config.layers:  # where the loss network and its weights came from (the builder, a file's sha256)
+        tags.update({f"layersearch.loss_net.{k}": v for k, v in loss_network(config.arch).provenance(config.weights).items()})
     if ctx.precision:  # bf16 or fp32: trainer.precision=auto differs between machines; results say which ran
         tags[PRECISION_TAG] = ctx.precision
     if baseline:

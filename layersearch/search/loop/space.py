@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ...errors import LayersearchError
-from ...lossnet.layers import ARCHS, LayerError, check_arch, validate_layers
+from ...lossnet.layers import LayerError, check_arch, validate_layers
 from ...lossnet.loss import CRITERIA, ConfigError, LossConfig
+from ...lossnet.registry import find_network, network_names
+from ...lossnet.weights import is_random, weights_for
 from ...trial.metric_registry import LPIPS_NETS, lpips_graded, self_graded_archs
 
 
@@ -114,10 +116,11 @@ def _parse_group(value: Any, key: str, archs: list[str], prefix: str) -> LayerGr
     if isinstance(raw, Mapping):
         # The map may name more networks than `arch` lists, so that narrowing `arch` on the command line
         # (search_space.arch=[resnet18]) keeps that network's candidates; every key must be a network.
-        unknown = [str(a) for a in raw if str(a) not in ARCHS]
+        unknown = [str(a) for a in raw if find_network(str(a)) is None]
         if unknown:
-            raise SpaceError(f"search_space.{key}.candidates names {', '.join(unknown)}, not a supported loss "
-                             f"network; choose from {', '.join(ARCHS)}")
+            raise SpaceError(f"search_space.{key}.candidates names {', '.join(unknown)}, not a known loss "
+                             f"network; choose from {', '.join(network_names())} (or declare it: "
+                             "loss_net/<name>.yaml in your --config-dir)")
         missing = [a for a in archs if a not in raw]
         if missing:
             raise SpaceError(f"search_space.{key}.candidates has no list for {', '.join(missing)}")
@@ -149,7 +152,7 @@ def _parse_group(value: Any, key: str, archs: list[str], prefix: str) -> LayerGr
 
 @dataclass(frozen=True)
 class SearchSpace:
-    """A parsed ``search_space`` config. ``weights`` are the loss network weights every trial uses."""
+    """A parsed ``search_space`` config. ``weights`` are ``loss_net.weights`` (see ``weights_for``)."""
 
     archs: list[str]
     content: LayerGroup | None
@@ -159,10 +162,21 @@ class SearchSpace:
     tv_weight: Choice
     criteria: list[str]
     baselines: list[str] = field(default_factory=list)
-    weights: str = "imagenet"
+    weights: str | None = "imagenet"
+
+    def weights_for(self, arch: str) -> str:
+        """The weights a trial of ``arch`` uses: ``random`` for every network when ``loss_net.weights=random``
+        (a smoke run); else a declared network's own (its declaration's, by default its builder's or timm's
+        pretrained) and ``loss_net.weights`` for a built-in one."""
+        return weights_for(arch, self.weights)
+
+    @property
+    def random_weights(self) -> bool:
+        """True when any network of the space runs with random weights."""
+        return any(is_random(self.weights_for(a)) for a in self.archs)
 
     @classmethod
-    def from_config(cls, spec: Mapping[str, Any], weights: str = "imagenet") -> SearchSpace:
+    def from_config(cls, spec: Mapping[str, Any], weights: str | None = "imagenet") -> SearchSpace:
         known = {"arch", "content", "style", "content_style_ratio", "pixel_weight", "tv_weight", "criterion",
                  "baselines", "name"}
         unknown = set(spec) - known
@@ -176,7 +190,7 @@ class SearchSpace:
         except LayerError as err:
             raise SpaceError(f"search_space.arch: {err}") from None
         if not archs:
-            raise SpaceError(f"search_space.arch is empty; choose from {', '.join(ARCHS)}")
+            raise SpaceError(f"search_space.arch is empty; choose from {', '.join(network_names())}")
         content = _parse_group(spec.get("content"), "content", archs, "")
         style = _parse_group(spec.get("style"), "style", archs, "style_")
         ratio = None
@@ -193,7 +207,8 @@ class SearchSpace:
             archs=archs, content=content, style=style, ratio=ratio,
             pixel_weight=Choice.parse(spec.get("pixel_weight"), "search_space.pixel_weight"),
             tv_weight=Choice.parse(spec.get("tv_weight"), "search_space.tv_weight"),
-            criteria=criteria, baselines=list(spec.get("baselines") or []), weights=str(weights),
+            criteria=criteria, baselines=list(spec.get("baselines") or []),
+            weights=None if weights is None else str(weights),
         )
         if content is None and style is None and space.pixel_weight.fixed in (None, 0.0) and not space.pixel_weight.choices:
             raise SpaceError("search_space has no content or style layers and no pixel_weight: nothing to search")
@@ -224,7 +239,7 @@ class SearchSpace:
             ratio = self.ratio.suggest(trial, "content_style_ratio") if self.ratio else 1.0
             content_weight, style_weight = (1.0, 1.0 / ratio) if self.content is not None else (0.0, 1.0)
         config = LossConfig(
-            arch=arch, weights=self.weights,
+            arch=arch, weights=self.weights_for(arch),
             content_layers=chosen.get("", {}), style_layers=chosen.get("style_", {}),
             content_weight=content_weight, style_weight=style_weight,
             pixel_weight=self.pixel_weight.suggest(trial, "pixel_weight"),

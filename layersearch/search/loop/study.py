@@ -18,7 +18,8 @@ from tqdm.auto import tqdm
 
 from ...config import literature_loss
 from ...lossnet.loss import LossConfig
-from ...lossnet.weights import any_random, trunk_state_dict, weights_label
+from ...lossnet.registry import loss_network
+from ...lossnet.weights import any_random, ready_weights, weights_label
 from ...outputs import RANDOM_BANNER
 from ...settings import Settings, StudySettings, settings_to_dict
 from ...trial.kinds import Training, make_training
@@ -96,7 +97,7 @@ def enqueue_baselines(study: optuna.Study, space: SearchSpace, log, seeds: list[
     queued = []
     for name in space.baselines:
         literature = literature_loss(name)
-        literature["loss_net"]["weights"] = space.weights
+        literature["loss_net"]["weights"] = space.weights_for(literature["loss_net"]["arch"])
         config = LossConfig.from_mapping(literature)
         try:
             params = space.params_for(config)
@@ -185,7 +186,7 @@ def _plan(settings: Settings, log, fn=None) -> _Plan:
         raise StudyError("study.storage and tracking.uri are the same database; Optuna and MLflow both keep an "
                          "alembic_version table there: use separate databases (e.g. .../optuna and .../mlflow)")
     check_tracking(settings.tracking.uri, settings.tracking.artifacts)
-    random_weights = any_random(space.weights, settings.metrics.lpips.weights)
+    random_weights = space.random_weights or any_random(settings.metrics.lpips.weights)
     n_seeds = conf.baseline_seeds
     if n_seeds < 1:
         raise StudyError(f"study.baseline_seeds must be >= 1, got {n_seeds}")
@@ -231,7 +232,7 @@ def prepare_study(settings: Settings, log=tqdm.write, tracker: bool = True, prep
     if prepare_training:
         plan.training.prepare()
         for arch in plan.space.archs:  # the loss network's weights: offline ImageNet fails here, not in trial 0
-            trunk_state_dict(arch, plan.space.weights)
+            ready_weights(arch, plan.space.weights_for(arch))
     storage = storage or storage_now()
     study_tracker = None
     if tracker:
@@ -241,7 +242,7 @@ def prepare_study(settings: Settings, log=tqdm.write, tracker: bool = True, prep
             tags={"layersearch.task": _task_label(settings, plan.training),
                   "layersearch.random_weights": str(plan.random_weights).lower(),
                   "layersearch.search_space": _space_name(settings),
-                  "layersearch.loss_net_weights": plan.space.weights,
+                  "layersearch.loss_net_weights": ",".join(dict.fromkeys(map(plan.space.weights_for, plan.space.archs))),
                   "layersearch.lpips": _lpips_label(settings)},
         )
     with storage_lock(plan.url):
@@ -252,6 +253,11 @@ def prepare_study(settings: Settings, log=tqdm.write, tracker: bool = True, prep
         _check_same_study(study, plan.objectives, settings, plan.training)
         if plan.random_weights and not study.user_attrs.get("random_weights"):
             study.set_user_attr("random_weights", True)
+        if prepare_training:  # where each network and its weights came from (the report shows it)
+            known = dict(study.user_attrs.get("loss_networks") or {})
+            mine = {a: loss_network(a).provenance(plan.space.weights_for(a)) for a in plan.space.archs}
+            if any(known.get(a) != p for a, p in mine.items()):
+                study.set_user_attr("loss_networks", {**known, **mine})
         new = not study.get_trials(deepcopy=False)
         queued = enqueue_baselines(study, plan.space, log, plan.baseline_seeds) if new else []
     # Enqueued baselines are WAITING: "so far" counts only trials that have started.
