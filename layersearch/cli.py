@@ -330,6 +330,11 @@ def main(argv: list[str] | None = None) -> int:
         # Ctrl-C: 130; SIGTERM (search.loop.Interrupted, e.g. SLURM preemption): 143. Rerunning resumes.
         print(f"layersearch {command}: interrupted", file=sys.stderr)
         return getattr(err, "exit_code", 130)
+    except BrokenPipeError:
+        # The reader went away (`layersearch layers NET | head`): not an error of ours. Python would report
+        # the pipe again when it flushes stdout at exit, so stdout goes to /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # what a shell reports for a command killed by SIGPIPE
     except LayersearchError as err:
         # The user's input was wrong: one line, exit 2 (LAYERSEARCH_DEBUG=1 shows where it was noticed).
         if os.environ.get("LAYERSEARCH_DEBUG"):

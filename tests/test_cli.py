@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+
 import pytest
-from helpers import one_error_line
+from helpers import console_script, one_error_line
 
 from layersearch import cli
 from layersearch.errors import LayersearchError
@@ -74,3 +77,14 @@ def test_help_and_layers_do_not_import_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert "relu5_4" in done.stdout and "usage: layersearch" in done.stdout
+
+
+def test_a_reader_that_goes_away_is_not_an_internal_error():
+    # `layersearch layers vgg16 | head -1`: the pipe's reading end is closed before anything is written, so
+    # the first write fails whatever the timing.
+    read, write = os.pipe()
+    os.close(read)
+    proc = subprocess.run([console_script(), "layers", "vgg16"], stdout=write, stderr=subprocess.PIPE, text=True,
+                          timeout=120)
+    os.close(write)
+    assert proc.returncode == 141 and proc.stderr == ""
