@@ -54,12 +54,20 @@ def test_a_killed_confirm_resumes_and_runs_only_the_remaining_jobs(swept, tmp_pa
     proc = _start(tmp_path)
     deadline = time.monotonic() + 400
     # Kill during a run that trains the loss network (several seconds), once at least one run has finished.
-    while True:
+    # Seen from outside, the state can change between a look and the kill: the process is frozen (SIGSTOP)
+    # first and the storage read again, so it is killed only in that state, and let go (SIGCONT) otherwise.
+    def wanted() -> bool:
         trials = _jobs(tmp_path)
         done = [t for t in trials if t.state == COMPLETE]
         busy = [t for t in trials if t.state == RUNNING and t.user_attrs["layer_config"]["content_layers"]]
-        if done and busy:
-            break
+        return bool(done and busy)
+
+    while True:
+        if wanted():
+            os.kill(proc.pid, signal.SIGSTOP)
+            if wanted():
+                break
+            os.kill(proc.pid, signal.SIGCONT)
         assert proc.poll() is None, f"confirm ended before it could be killed: {proc.communicate()[1][-2000:]}"
         assert time.monotonic() < deadline, "confirm made no progress"
         time.sleep(0.2)
