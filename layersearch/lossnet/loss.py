@@ -79,8 +79,9 @@ class LossConfig:
         if bad_net:
             raise ConfigError(f"unknown key(s) {', '.join(bad_net)} in loss_net; valid keys: {', '.join(SPEC_KEYS)}")
         if is_declaration(net):
-            # A network of the user's own: the block says how to build it (a file that rebuilds its loss).
-            network = declare(net)
+            # A network of the user's own: the block says how to build it (a file that rebuilds its loss). Its
+            # weights are this config's, not a new default for the network (configs are read from studies too).
+            network = declare({k: v for k, v in net.items() if k != "weights"})
         else:
             try:
                 network = loss_network(str(net.get("arch", "vgg16")))

@@ -294,3 +294,13 @@ def test_the_layer_config_rebuilds_the_same_loss_in_a_fresh_process(nets, tmp_pa
     """)
     there = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert float(there.stdout.strip()) == pytest.approx(here, rel=1e-6)
+
+
+def test_reading_a_layer_config_leaves_the_networks_default_weights_alone(nets):
+    net = declare({"arch": "myres", "module": f"{nets}:resnet"})
+    config = LossConfig.from_mapping({"loss_net": {"arch": "myres", "module": f"{nets}:resnet", "weights": "random"},
+                                      "content_layers": {"layer1": 1.0}})
+    assert config.weights == "random" and net.default_weights == "builder"
+    assert LossConfig.from_mapping({"loss_net": {"arch": "myres"}, "content_layers": {"layer1": 1.0}}).weights == "builder"
+    declare({"arch": "myres", "module": f"{nets}:resnet", "weights": "random"})  # a config's loss_net: its default
+    assert net.default_weights == "random"
