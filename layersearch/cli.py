@@ -20,7 +20,7 @@ from .trial.metric_registry import format_table, restoration_metrics
 USAGE = """usage: layersearch COMMAND [ARGS]
 
 commands:
-  layers [NET]                    a loss network's layer names with channels, stride and receptive field
+  layers [NET] [--config-dir DIR] a loss network's layer names with channels, stride and receptive field
   train [overrides]               one training run with loss=<preset> or loss_file=<exported config>
   score pred_dir=D target_dir=D   score any model's outputs against targets (scale=4 shaves 4 px)
   sweep [overrides]               run or resume an Optuna study of short trials, recorded in MLflow
