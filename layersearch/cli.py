@@ -9,7 +9,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-from .config import compose_config, config_dir, config_groups, to_container
+from .config import compose_config, config_groups, option_file, to_container
 from .errors import LayersearchError, RandomWeightsWarning
 from .lossnet.declared import declare_from_settings
 from .lossnet.layers import ARCHS, check_arch, format_layer_table
@@ -117,10 +117,9 @@ def cmd_layers(args: list[str]) -> int:
               f"Other networks: {', '.join(a for a in ARCHS if a != arch)}")
         print(format_layer_table(arch))
         return 0
-    roots = [*dirs, str(config_dir())]
-    if not any(os.path.isfile(os.path.join(root, "loss_net", f"{arch}.yaml")) for root in roots):
+    if option_file("loss_net", arch, dirs) is None:
         raise UsageError(f"unknown loss network {arch!r}: not built in ({', '.join(ARCHS)}) and no "
-                         f"loss_net/{arch}.yaml in {', '.join(roots[:-1]) or 'a --config-dir'}")
+                         f"loss_net/{arch}.yaml in {', '.join(dirs) or 'a --config-dir'}")
     settings = parse_settings(to_container(compose_config([f"loss_net={arch}", *overrides], dirs)))
     declare_from_settings(settings)
     net = check_arch(settings.loss_net.arch)

@@ -99,6 +99,12 @@ def compose_config(overrides: list[str] | tuple[str, ...] = (), extra_dirs: list
     return cfg
 
 
+def option_file(group: str, option: str, extra_dirs=()) -> Path | None:
+    """The YAML file of a group option as Hydra finds it: the user's config dirs first, then the shipped tree."""
+    roots = [Path(d) for d in extra_dirs] + [config_dir()]
+    return next((r / group / f"{option}.yaml" for r in roots if (r / group / f"{option}.yaml").is_file()), None)
+
+
 def _add_space_networks(cfg, extra_dirs) -> None:
     """Put into ``networks`` the declared loss networks the search space names besides ``loss_net``.
 
@@ -120,11 +126,10 @@ def _add_space_networks(cfg, extra_dirs) -> None:
         if isinstance(candidates, dict):
             names += list(candidates)
     networks = plain("networks")
-    roots = [Path(d) for d in extra_dirs] + [config_dir()]
     for name in dict.fromkeys(map(str, names)):
         if name == cfg.loss_net.get("arch") or name in networks:
             continue
-        path = next((r / "loss_net" / f"{name}.yaml" for r in roots if (r / "loss_net" / f"{name}.yaml").is_file()), None)
+        path = option_file("loss_net", name, extra_dirs)
         data = yaml.safe_load(path.read_text()) if path is not None else None
         if isinstance(data, dict) and (data.get("module") or data.get("timm")):
             networks[name] = {k: v for k, v in data.items() if k != "arch"}
@@ -170,10 +175,9 @@ def check_numbers(cfg: dict, choices: dict, extra_dirs=()) -> None:
     Raises:
         ConfigValueError: naming the key, what it should be and what it got.
     """
-    roots = [Path(d) for d in extra_dirs] + [config_dir()]
     files = [("", PRIMARY)] + [(g, o) for g, o in choices.items() if o and not g.startswith("hydra")]
     for group, option in files:
-        path = next((r / group / f"{option}.yaml" for r in roots if (r / group / f"{option}.yaml").is_file()), None)
+        path = option_file(group, option, extra_dirs)
         if path is None:
             continue
         text = path.read_text()
