@@ -170,6 +170,8 @@ class DeclaredNetwork(LossNetwork):
 
     family = "module_path"
     taps_by_hooks = True
+    #: False for a built-in network that uses this seam (efficientnet_lite0): its layer configs name it alone.
+    declared_by_user = True
 
     def __init__(self, spec: NetworkSpec):
         super().__init__(spec.arch)

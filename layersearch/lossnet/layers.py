@@ -14,8 +14,11 @@ from .registry import builtin_names, loss_network
 
 #: The built-in loss networks (registered by the modules of ``lossnet/nets/``), in their order.
 ARCHS: tuple[str, ...] = builtin_names()
+#: The built-in networks defined by torchvision, whose tables are in ``layer_tables.json`` (the others, like
+#: efficientnet_lite0, are read from their module by running it once: ``lossnet/probe.py``).
+TORCHVISION_ARCHS: tuple[str, ...] = tuple(a for a in ARCHS if loss_network(a).in_tables_file)
 
-__all__ = ["ARCHS", "TABLES_FILE", "LayerError", "LayerInfo", "check_arch", "format_layer_table",
+__all__ = ["ARCHS", "TABLES_FILE", "TORCHVISION_ARCHS", "LayerError", "LayerInfo", "check_arch", "format_layer_table",
            "layer_info", "layer_names", "layer_table", "trunk_roots", "units", "validate_layers"]
 
 

@@ -138,7 +138,8 @@ class LossConfig:
     def to_dict(self) -> dict[str, Any]:
         """The export schema, plain types only (safe for YAML, JSON and MLflow)."""
         network = loss_network(self.arch)
-        declared = network.spec.to_dict() if isinstance(network, DeclaredNetwork) else {"arch": self.arch}
+        own = isinstance(network, DeclaredNetwork) and network.declared_by_user
+        declared = network.spec.to_dict() if own else {"arch": self.arch}
         out: dict[str, Any] = {
             "loss_net": {**declared, "weights": self.weights},
             "content_layers": dict(self.content_layers),

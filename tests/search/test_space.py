@@ -144,7 +144,7 @@ def test_grid_needs_discrete_space():
         ({"arch": "resnet34"}, r"search_space.arch: unknown loss network architecture"),
         (
             {"arch": "resnet18", "content": {"candidates": {"resnet18": ["layer1"], "resnet34": ["layer1"]}}},
-            r"candidates names resnet34, not a known loss network; choose from vgg11, .*, convnext_tiny \(or declare "
+            r"candidates names resnet34, not a known loss network; choose from vgg11, .*, efficientnet_lite0 \(or declare "
             r"it: loss_net/<name>.yaml in your --config-dir\)$",
         ),
         ({"arch": ["resnet18", "vgg16"], "content": {"candidates": {"resnet18": ["layer1"]}}},
