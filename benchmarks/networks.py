@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from layersearch.lossnet.layers import ARCHS, layer_table
+from layersearch.lossnet.layers import ARCHS, layer_table, receptive_field
 from layersearch.lossnet.loss import LossConfig, PerceptualLoss
 
 REFERENCE = ("vgg16", "relu2_2")
@@ -60,7 +60,7 @@ def network_steps(device: torch.device, output: torch.Tensor, target: torch.Tens
             refs.append(timed(lambda: one_step(reference, output, target), device))
             ratios.append(network_s / (0.5 * (refs[-2] + refs[-1])))
         info = next(i for i in layer_table(arch) if i.name == layer)
-        rows.append({"arch": arch, "layer": layer, "stride": info.stride, "rf": info.receptive_field,
+        rows.append({"arch": arch, "layer": layer, "stride": info.stride, "rf": receptive_field(arch, layer),
                      "channels": info.channels, "ratio": statistics.median(ratios), "ratio_range": (min(ratios), max(ratios)),
                      "gflop": counter.get_total_flops() / 1e9, "reference_gflop": reference_gflop, "build_s": build_s})
         del loss_fn
@@ -77,7 +77,7 @@ def network_table(rows: list[dict], peaks: dict[str, float] | None, reference_mi
     for r in rows:
         peak = f"{peaks[r['arch']]:.0f}" if peaks else "-"
         low, high = r["ratio_range"]
-        lines.append(f"| {r['arch']} | {r['layer']} | {r['channels']} | {r['rf']} | **{r['ratio']:.2f}x** "
+        lines.append(f"| {r['arch']} | {r['layer']} | {r['channels']} | {r['rf'] or '>128'} | **{r['ratio']:.2f}x** "
                      f"| {low:.2f}-{high:.2f} | {r['gflop']:.2f} | {peak} | {r['build_s']:.2f} |")
     lines += ["", "time vs VGG-16 relu2_2 = median over repeats of (the network's step time / the mean of the VGG-16 "
               "relu2_2 steps timed just before and after it); range: the smallest and largest of those ratios, the "

@@ -12,10 +12,10 @@ from pathlib import Path
 from .config import compose_config, config_groups, option_file, to_container
 from .errors import LayersearchError, RandomWeightsWarning
 from .lossnet.declared import declare_from_settings
-from .lossnet.layers import ARCHS, check_arch, format_layer_table
+from .lossnet.layers import ARCHS, TORCHVISION_ARCHS, check_arch, format_layer_table
 from .outputs import RANDOM_BANNER, timestamped_dir
 from .settings import Settings, parse_settings
-from .trial.metric_registry import format_table, restoration_metrics
+from .trial.metric_registry import RESTORATION, format_table, metric_set
 
 USAGE = """usage: layersearch COMMAND [ARGS]
 
@@ -113,7 +113,8 @@ def cmd_layers(args: list[str]) -> int:
     arch = names[0] if names else chosen[0] if chosen else "vgg16"
     overrides = [o for o in overrides if "=" in o and not o.startswith("loss_net=")]
     if arch in ARCHS and not dirs and not overrides:
-        print(f"{arch}: stride and receptive field in pixels; module: torchvision's module path (class). "
+        source = "torchvision's module path" if arch in TORCHVISION_ARCHS else "its module path"
+        print(f"{arch}: stride and receptive field in pixels; module: {source} (class). "
               f"Other networks: {', '.join(a for a in ARCHS if a != arch)}")
         print(format_layer_table(arch))
         return 0
@@ -151,14 +152,16 @@ def run_score(settings: Settings) -> int:
     if not settings.pred_dir or not settings.target_dir:
         raise UsageError("score needs pred_dir=... and target_dir=...")
     lpips = settings.metrics.lpips
+    names = metric_set(RESTORATION, settings.study.objectives, settings.metrics.names)
     result = score_folders(
         settings.pred_dir, settings.target_dir, settings.scale, lpips.net, lpips.weights,
         out=Path(settings.out_dir or timestamped_dir(settings.paths.outputs_dir, "score")) / "scores.json",
+        names=names,
     )
     if result["random_weights"]:
         print(RANDOM_BANNER)
     print(f"{result['n_images']} images, LPIPS {result['weights']['lpips']}, shave {settings.scale}px")
-    print(format_table({"mean": result["mean"]}, restoration_metrics()))
+    print(format_table({"mean": result["mean"]}, names))
     if result["unmatched"]:
         print(f"ignored {len(result['unmatched'])} files without a partner: {', '.join(result['unmatched'][:5])}")
     print(f"wrote {result['out']}")
@@ -259,10 +262,10 @@ def run_inspect(settings: Settings) -> int:
     result = inspect_layers(settings)
     if result.random_weights:
         print(RANDOM_BANNER)
-    rows = {r["layer"]: {"feature psnr_y": r["feature"]["psnr_y"], "feature lpips": r["feature"]["lpips"],
-                         "style psnr_y": r["style"]["psnr_y"], "style lpips": r["style"]["lpips"]}
+    columns = [f"{kind} {m}" for kind in ("feature", "style") for m in result.metrics]
+    rows = {r["layer"]: {f"{kind} {m}": r[kind][m] for kind in ("feature", "style") for m in result.metrics}
             for r in result.layers}
-    print(format_table(rows, ["feature psnr_y", "feature lpips", "style psnr_y", "style lpips"]))
+    print(format_table(rows, columns))
     for line in result.notes:
         print(line)
     print(f"wrote {result.out_dir}/inspect.png, inspect.json in {result.seconds:.0f} s")

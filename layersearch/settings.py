@@ -248,6 +248,7 @@ class LpipsSettings:
 @dataclass(frozen=True)
 class MetricsSettings:
     lpips: LpipsSettings
+    names: list[str] | None = None  # null = the objectives and psnr_y, ssim_y (trial.metric_registry.metric_set)
 
 
 @dataclass(frozen=True)

@@ -28,13 +28,14 @@ from tqdm.auto import tqdm
 
 from ..errors import ConfigValueError, LayersearchError, OutputExistsError
 from ..lossnet.features import FeatureExtractor
-from ..lossnet.layers import layer_info, layer_names, validate_layers
+from ..lossnet.layers import layer_info, layer_names, receptive_field, validate_layers
 from ..lossnet.loss import gram_matrix, total_variation
 from ..lossnet.weights import any_random, weights_for, weights_label
 from ..outputs import RANDOM_BANNER, atomic_write_json, save_grid, timestamped_dir
 from ..search.storage import StudyError, load_study
 from ..settings import InspectSettings, Settings
-from ..trial.metrics import LPIPSMetric, psnr_y
+from ..trial.metric_registry import RESTORATION, check_image_side, lpips_graded, metric_set
+from ..trial.score import mean_scores
 from ..trial.tasks import load_style_image
 from ..trial.transforms import center_crop
 from .places import inspect_dir, replace_dir, staging_dir
@@ -54,6 +55,7 @@ class InspectResult:
     random_weights: bool
     seconds: float
     notes: list[str] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)  # the scores of each reconstruction, in order
 
 
 def study_candidates(space_config: Mapping[str, Any], arch: str) -> list[str]:
@@ -163,8 +165,8 @@ def invert(extractor: FeatureExtractor, target: torch.Tensor, layers: Sequence[s
 
 
 def _column_title(arch: str, name: str) -> str:
-    info = layer_info(arch, name)
-    return f"{name}\n{info.channels} ch, stride {info.stride}\nRF {info.receptive_field}px"
+    info, field = layer_info(arch, name), receptive_field(arch, name)
+    return f"{name}\n{info.channels} ch, stride {info.stride}\nRF {f'{field}px' if field else '>128px'}"
 
 
 def inspect_layers(settings: Settings) -> InspectResult:
@@ -195,21 +197,24 @@ def inspect_layers(settings: Settings) -> InspectResult:
         raise OutputExistsError(f"out_dir {out} already holds files; choose another (nothing was overwritten)")
 
     weights = weights_for(arch, settings.loss_net.weights)
-    lpips_settings = settings.metrics.lpips
-    random_weights = any_random(weights, lpips_settings.weights)
+    # The sweep's metrics (objectives first; `metric_set`), each reconstruction scored against the photo.
+    names = metric_set(RESTORATION, settings.study.objectives, settings.metrics.names)
+    check_image_side(names, size, f"inspect.size={size} images")
+    lpips = settings.metrics.lpips
+    uses_lpips = bool(lpips_graded(names))
+    random_weights = any_random(weights, lpips.weights if uses_lpips else None)
     extractor = FeatureExtractor(arch, layers, weights, seed=settings.seed)
-    lpips = LPIPSMetric(lpips_settings.net, lpips_settings.weights)
     rows, feature_images, style_images = [], [], []
     for k, name in enumerate(layers):
         info = layer_info(arch, name)
         row: dict[str, Any] = {"layer": name, "channels": info.channels, "stride": info.stride,
-                               "receptive_field": info.receptive_field}
+                               "receptive_field": receptive_field(arch, name)}
         for kind, chosen, images in (("feature", [name], feature_images), ("style", layers[: k + 1], style_images)):
             image, match = invert(extractor, target, chosen, kind, steps, tv_weight, seed,
                                   desc=f"{kind} {name} ({k + 1}/{len(layers)})")
             images.append(image[0])
-            row[kind] = {"layers": chosen, "psnr_y": float(psnr_y(image, target, 0)[0]),
-                         "lpips": float(lpips(image, target)[0]), "final_loss": match}
+            scores = mean_scores([(image.detach(), target)], 0, lpips.net, lpips.weights, names)
+            row[kind] = {"layers": chosen, **scores, "final_loss": match}
         rows.append(row)
 
     caption = (f"{arch} ({weights_label(weights)} weights), {section.image} at {size}px, L-BFGS {steps} evals, "
@@ -220,7 +225,9 @@ def inspect_layers(settings: Settings) -> InspectResult:
     data = {
         "image": section.image, "size": size, "steps": steps, "optimizer": "lbfgs (strong Wolfe)",
         "tv_weight": tv_weight, "seed": seed, "arch": arch, "study": study_name,
-        "weights": {"loss_net": weights_label(weights), "lpips": f"{lpips_settings.net}/{weights_label(lpips_settings.weights)}"},
+        "metrics": list(names),
+        "weights": {"loss_net": weights_label(weights),
+                    "lpips": f"{lpips.net}/{weights_label(lpips.weights)}" if uses_lpips else "not used"},
         "random_weights": random_weights, "written": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(time.perf_counter() - started, 1), "layers": rows,
     }
@@ -250,4 +257,4 @@ def inspect_layers(settings: Settings) -> InspectResult:
         notes += [f"warning: {w.message}" for w in caught if "MLflow" in str(w.message)]
         if run:
             notes.append(f"logged to MLflow run {run} (named inspect)")
-    return InspectResult(out, rows, random_weights, time.perf_counter() - started, notes)
+    return InspectResult(out, rows, random_weights, time.perf_counter() - started, notes, list(names))

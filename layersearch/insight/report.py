@@ -300,9 +300,10 @@ class _Report:
             f"{data.get('steps')} steps, {data.get('written')})" + (" - RANDOM WEIGHTS" if data.get("random_weights")
                                                                    else "") + ":"))
         self.blocks.append(Image("inspect.png", "inspect grid"))
+        names = data.get("metrics") or ["psnr_y", "lpips"]  # inspect.json before it listed them
         self.blocks.append(Table(
-            ["layer", "feature PSNR-Y", "feature LPIPS", "style PSNR-Y", "style LPIPS"],
-            [[r["layer"], *(format_metric(m, r[kind][m]) for kind in ("feature", "style") for m in ("psnr_y", "lpips"))]
+            ["layer", *(f"{kind} {m}" for kind in ("feature", "style") for m in names)],
+            [[r["layer"], *(format_metric(m, r[kind].get(m)) for kind in ("feature", "style") for m in names)]
              for r in data.get("layers", [])]))
 
 

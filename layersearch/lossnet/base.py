@@ -184,6 +184,10 @@ class LossNetwork:
             raise LayerError(f"unknown layer {name!r} for {self.name}{hint}; valid names: {', '.join(valid)}")
         return names
 
+    def receptive_field(self, name: str) -> int | None:
+        """The receptive field (px) of layer ``name``: the table's (traced for torchvision networks)."""
+        return self.layer(name).receptive_field
+
     def format_layer_table(self) -> str:
         """The table `layersearch layers NET` prints: name, channels, stride, receptive field, module."""
         table = self.table

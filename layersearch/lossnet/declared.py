@@ -336,11 +336,21 @@ class DeclaredNetwork(LossNetwork):
                              f"`layersearch layers {self.name}` (with your --config-dir) lists all {len(valid)}")
         return names
 
-    def format_layer_table(self) -> str:
+    @cached_property
+    def _receptive_fields(self) -> dict[str, int | None]:
         from .probe import receptive_fields
 
+        return receptive_fields(self.structure, [i.name for i in self.table if not i.tokens])
+
+    def receptive_field(self, name: str) -> int | None:
+        """Measured from the input gradient on a 128 px probe (`probe.receptive_fields`): None when it is
+        larger than 128 px or the layer holds tokens."""
+        self.layer(name)
+        return self._receptive_fields.get(name)
+
+    def format_layer_table(self) -> str:
         table = self.table
-        fields = receptive_fields(self.structure, [i.name for i in table if not i.tokens])
+        fields = self._receptive_fields
         width = max(12, *(len(i.name) for i in table))
         kind_width = max(5, *(len(i.kind) for i in table))
         rows = [f"{'module path':<{width}} {'class':<{kind_width}} {'channels':>8} {'stride / tokens':>17} "

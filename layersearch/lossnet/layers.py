@@ -19,7 +19,7 @@ ARCHS: tuple[str, ...] = builtin_names()
 TORCHVISION_ARCHS: tuple[str, ...] = tuple(a for a in ARCHS if loss_network(a).in_tables_file)
 
 __all__ = ["ARCHS", "TABLES_FILE", "TORCHVISION_ARCHS", "LayerError", "LayerInfo", "check_arch", "format_layer_table",
-           "layer_info", "layer_names", "layer_table", "trunk_roots", "units", "validate_layers"]
+           "layer_info", "layer_names", "layer_table", "receptive_field", "trunk_roots", "units", "validate_layers"]
 
 
 def check_arch(arch: str) -> str:
@@ -60,6 +60,12 @@ def validate_layers(arch: str, names) -> list[str]:
     valid names.
     """
     return loss_network(arch).validate_layers(names)
+
+
+def receptive_field(arch: str, name: str) -> int | None:
+    """Input pixels one unit of layer ``name`` sees (traced, or measured for module-path networks; None when
+    that is more than the 128 px probe)."""
+    return loss_network(arch).receptive_field(name)
 
 
 def format_layer_table(arch: str) -> str:

@@ -61,7 +61,8 @@ class BuiltinTraining:
         """The task, built on first use (images decoded, validation set degraded, LPIPS loaded)."""
         if self._task is None:
             s = self.settings
-            self._task = build_task(s.task, s.data, s.model, s.metrics, resolve_device(s.trainer.device))
+            self._task = build_task(s.task, s.data, s.model, s.metrics, resolve_device(s.trainer.device),
+                                    s.study.objectives)
         return self._task
 
     @property
@@ -79,7 +80,7 @@ class BuiltinTraining:
         values = dict(run.metrics)
         titles, rows = task.preview(model, trainer.preview_images)
         caption = f"trial {trial.number}: " + ", ".join(f"{m}={values[m]:.4f}" for m in trial.objectives if m in values)
-        if trial.loss.random_weights or task.lpips.random_weights:
+        if trial.loss.random_weights or (task.lpips is not None and task.lpips.random_weights):
             caption = f"{RANDOM_BANNER}\n{caption}"
         trial.dir.mkdir(parents=True, exist_ok=True)
         save_grid(trial.dir / "preview.png", titles, rows, caption)

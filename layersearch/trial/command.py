@@ -267,7 +267,7 @@ class CommandTraining:
 
         try:
             result = score_folders(str(score_dir), str(self.val_dir), self.scale, self.lpips.net,
-                                   self.lpips.weights, out=trial.dir / "scores.json")
+                                   self.lpips.weights, out=trial.dir / "scores.json", names=trial.scored)
         except LayersearchError as err:  # the command's images, not the user's config, are at fault
             raise TrialFailed(f"scoring the images in {score_dir}: {err}") from None
         return dict(result["mean"])

@@ -64,7 +64,8 @@ def write_trial_files(trial: Trial, metrics_file: Path, score_dir: Path | None, 
     }
     info = {"number": trial.number, "study": trial.study_name, "params": trial.params,
             "layer_config": trial.layer_config, "steps": trial.steps, "seed": trial.seed, "loss_seed": loss_seed,
-            "objectives": trial.objectives, "device": str(trial.device), "lpips": settings_to_dict(lpips),
+            "objectives": trial.objectives, "scored": list(trial.scored), "device": str(trial.device),
+            "lpips": settings_to_dict(lpips),
             "files": {k: v for k, v in values.items() if k in ("loss_config", "trial_dir", "metrics", "score_dir")}}
     Path(values["trial_json"]).write_text(json.dumps(info, indent=2) + "\n")
     return values
@@ -85,7 +86,8 @@ class EnvTrial(Trial):
                          layer_config=info["layer_config"], steps=info["steps"], seed=info["seed"],
                          device=str(info.get("device", "cpu")), dir=info["files"]["trial_dir"],
                          objectives=info["objectives"], reporter=self._append, loss_seed=info.get("loss_seed", 0),
-                         lpips=LpipsSettings(**info["lpips"]) if info.get("lpips") else None)
+                         lpips=LpipsSettings(**info["lpips"]) if info.get("lpips") else None,
+                         metric_names=info.get("scored"))
 
     def _append(self, step: int | None, values: dict[str, float], final: bool = False) -> None:
         line = ({} if step is None else {"step": step}) | values | ({"final": True} if final else {})

@@ -22,6 +22,7 @@ from optuna.exceptions import TrialPruned
 
 from ..lossnet.loss import LossConfig, PerceptualLoss
 from ..settings import LpipsSettings
+from .metric_registry import RESTORATION, metric_set
 
 __all__ = ["Pruned", "Reporter", "Trial", "TrialFailed", "metric_value", "score_images"]
 
@@ -61,21 +62,23 @@ def _batches(images: torch.Tensor | Sequence[torch.Tensor]) -> list[torch.Tensor
 
 
 def score_images(outputs: torch.Tensor | Sequence[torch.Tensor], targets: torch.Tensor | Sequence[torch.Tensor],
-                 scale: int = 0, lpips_net: str = "alex", lpips_weights: str = "imagenet") -> dict[str, float]:
-    """Mean ``lpips``, ``psnr_y``, ``ssim_y`` (every restoration metric of ``trial.metric_registry``) of outputs
-    against targets: `layersearch score`'s protocol.
+                 scale: int = 0, lpips_net: str = "alex", lpips_weights: str = "imagenet",
+                 names: Sequence[str] | None = None) -> dict[str, float]:
+    """Mean restoration metrics of outputs against targets: `layersearch score`'s protocol.
 
     Args:
         outputs, targets: ``N x 3 x H x W`` RGB in [0, 1], or lists of ``3 x H x W`` (sizes may differ
             between pairs, not within one).
-        scale: pixels shaved from each border for PSNR and SSIM (the SR scale; 0 for none).
+        scale: pixels shaved from each border for PSNR, SSIM and the piq metrics (the SR scale; 0 for none).
+        names: which metrics (any registered restoration metric: ``haarpsi``, ``ms_ssim``...); None = ``lpips``,
+            ``psnr_y``, ``ssim_y``.
     """
     from .score import mean_scores  # scoring imports lpips and scikit-image: only when asked
 
     pairs = []
     for out, tgt in zip(_batches(outputs), _batches(targets), strict=True):
         pairs += [(out[i : i + 1], tgt[i : i + 1]) for i in range(out.shape[0])]
-    return mean_scores(pairs, scale, lpips_net, lpips_weights)
+    return mean_scores(pairs, scale, lpips_net, lpips_weights, names)
 
 
 class Trial:
@@ -91,18 +94,21 @@ class Trial:
         device: the device this worker owns (its pinned GPU, or the CPU).
         dir: a folder for this trial's files; logged to its MLflow run when the trial ends.
         objectives: the study's objective metric names; the value returned must hold each of them.
+        scored: the metrics `score` returns: the objectives that are restoration metrics, then
+            ``metrics.names`` (or ``psnr_y``, ``ssim_y``); see ``trial.metric_registry.metric_set``.
     """
 
     def __init__(self, *, number: int, study_name: str, params: Mapping[str, Any], layer_config: Mapping[str, Any],
                  steps: int, seed: int, device: str | torch.device, dir: str | Path, objectives: Sequence[str],
                  reporter: Reporter | None = None, loss_seed: int = 0,
-                 lpips: LpipsSettings | None = None):
+                 lpips: LpipsSettings | None = None, metric_names: Sequence[str] | None = None):
         self.number, self.study_name = int(number), str(study_name)
         self.params, self.layer_config = dict(params), dict(layer_config)
         self.steps, self.seed = int(steps), int(seed)
         self.device = torch.device(device)
         self.dir = Path(dir).absolute()  # the same folder for a command started elsewhere
         self.objectives = list(objectives)
+        self.scored = metric_set(RESTORATION, self.objectives, metric_names)
         self._reporter = reporter
         self._loss_seed = int(loss_seed)  # seeds random loss-network weights: the same net in every trial
         self._lpips = lpips or LpipsSettings(net="alex", weights="imagenet")  # the LPIPS of `layersearch score`
@@ -162,9 +168,10 @@ class Trial:
 
     def score(self, outputs: torch.Tensor | Sequence[torch.Tensor], targets: torch.Tensor | Sequence[torch.Tensor],
               scale: int = 0) -> dict[str, float]:
-        """``{"lpips", "psnr_y", "ssim_y"}`` and any other registered restoration metric, with the protocol of
-        `layersearch score` (see `score_images`)."""
-        return score_images(outputs, targets, scale, self._lpips.net, self._lpips.weights)
+        """The metrics of ``self.scored`` (by default ``lpips``, ``psnr_y``, ``ssim_y``; ``haarpsi`` and the
+        others when they are objectives or in ``metrics.names``), with the protocol of `layersearch score`
+        (see `score_images`)."""
+        return score_images(outputs, targets, scale, self._lpips.net, self._lpips.weights, self.scored)
 
     def __repr__(self) -> str:
         return (f"Trial(number={self.number}, study={self.study_name!r}, steps={self.steps}, seed={self.seed}, "

@@ -9,7 +9,7 @@ data and weights), so that a start that cannot work fails before anything is cre
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from ..errors import LayersearchError
@@ -17,9 +17,10 @@ from ..settings import Settings
 from .builtin import BuiltinTraining
 from .command import CommandTraining
 from .handle import Trial
+from .metric_registry import RESTORATION, lpips_graded, metric_set
 from .python import PythonTraining
 
-__all__ = ["KINDS", "Training", "TrialKindError", "make_training"]
+__all__ = ["KINDS", "Training", "TrialKindError", "lpips_used", "make_training", "scored_metrics"]
 
 KINDS = ("builtin", "python", "command")
 
@@ -58,3 +59,20 @@ def make_training(settings: Settings, log: Callable[[str], None] = print,
         return CommandTraining(trial, settings.metrics.lpips, val_dir=settings.data.val_dir, scale=settings.scale,
                                loss_seed=settings.seed, log=log)
     raise TrialKindError(f"unknown trial kind {kind!r}; choose trial=builtin, trial=python or trial=command")
+
+
+def scored_metrics(settings: Settings, objectives: Sequence[str] | None) -> tuple[str, ...]:
+    """The registered metrics a run computes: the built-in task's set (`metric_set` of its kind), or for a
+    user's training what `Trial.score` returns (restoration metrics), given the study's ``objectives``."""
+    kind = RESTORATION
+    if settings.trial.kind == "builtin":
+        from .tasks import task_class
+
+        kind = task_class(settings.task).metric_kind
+    return metric_set(kind, objectives, settings.metrics.names)
+
+
+def lpips_used(settings: Settings, objectives: Sequence[str] | None) -> bool:
+    """Whether a metric of `scored_metrics` reads LPIPS: only then do its backbone's weights (random ones
+    label the results) matter."""
+    return bool(lpips_graded(scored_metrics(settings, objectives)))

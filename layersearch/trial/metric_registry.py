@@ -12,8 +12,15 @@ A `Metric` holds everything about one quantity:
   network; ``ctx.style_image``);
 - ``needs``: what ``fn`` reads from the context besides ``scale`` (``lpips``: the LPIPS network built from
   ``metrics.lpips.net``/``weights``, whose backbone then grades the trials; ``style_image``);
-- ``task``: which built-in set reports it: `RESTORATION` (an output against its target: `layersearch score`,
-  `Trial.score`, the super-resolution task) or `STYLE` (the style task).
+- ``task``: which built-in set it belongs to: `RESTORATION` (an output against its target: `layersearch score`,
+  `Trial.score`, the super-resolution task) or `STYLE` (the style task);
+- ``default``: reported without being asked for (``psnr_y``, ``ssim_y``); the piq metrics are computed only when
+  an objective or ``metrics.names`` names them (VSI costs 0.3 s per batch, MS-SSIM needs 161 px images);
+- ``min_side``: the smallest image side it accepts after the border shave, checked before a run starts.
+
+Which metrics a run computes is `metric_set`: ``metrics.names`` when given, else the objectives and the set's
+default metrics that need no network. LPIPS (which needs ImageNet AlexNet/VGG weights) is thus computed only
+when it is an objective or named, and a run scored by ``haarpsi``/``psnr_y`` needs nothing downloaded.
 
 Who reads it: the tasks (``SuperResolution.metrics`` and ``StyleTransfer.metrics`` are the registered names of
 their set, ``Task.mean_scores`` computes them), ``trial.score`` (`layersearch score`, `Trial.score`), the study's
@@ -43,6 +50,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_METRIC_FORMAT",
+    "DEFAULT_OBJECTIVES",
     "DIRECTIONS",
     "LPIPS_NETS",
     "METRICS",
@@ -57,6 +65,8 @@ __all__ = [
     "format_metric",
     "format_table",
     "get_metric",
+    "check_image_side",
+    "metric_set",
     "lpips_graded",
     "metric_format",
     "metric_names",
@@ -72,6 +82,9 @@ DIRECTIONS = ("minimize", "maximize")
 RESTORATION, STYLE = "restoration", "style"
 #: What a metric may need from its `MetricContext` besides ``scale``.
 NEEDS = ("lpips", "style_image")
+#: The objectives a study of each set optimises when ``study.objectives`` is null, the first one primary.
+DEFAULT_OBJECTIVES: dict[str, tuple[str, ...]] = {RESTORATION: ("lpips", "psnr_y"),
+                                                  STYLE: ("content_lpips", "style_distance")}
 #: Unknown user metrics: four significant digits whatever the scale ("#": keep trailing zeros).
 DEFAULT_METRIC_FORMAT = "#.4g"
 
@@ -116,6 +129,8 @@ class Metric:
     needs: tuple[str, ...] = ()
     task: str = RESTORATION
     family: str = ""
+    default: bool = True
+    min_side: int = 0
 
     def __post_init__(self) -> None:
         if not self.name or not isinstance(self.name, str):
@@ -170,9 +185,49 @@ def metric_names(task: str | None = None) -> tuple[str, ...]:
 
 
 def restoration_metrics() -> tuple[str, ...]:
-    """The restoration set: what `layersearch score`, `Trial.score` and super-resolution report
-    (``lpips``, ``psnr_y``, ``ssim_y`` and any metric registered for `RESTORATION` since)."""
+    """Every registered restoration metric (``lpips``, ``psnr_y``, ``ssim_y``, the piq ones, and any registered
+    for `RESTORATION` since): the names `layersearch score`, `Trial.score` and super-resolution can report."""
     return metric_names(RESTORATION)
+
+
+def metric_set(task: str, objectives: Sequence[str] | None = None,
+               names: Sequence[str] | None = None) -> tuple[str, ...]:
+    """The metrics a run of set ``task`` computes and reports, objectives first.
+
+    Args:
+        task: `RESTORATION` or `STYLE`.
+        objectives: the study's objectives (``study.objectives``); None or empty = the set's
+            `DEFAULT_OBJECTIVES`. Names that are not registered metrics of the set (a user's own) are skipped.
+        names: ``metrics.names``: exactly these besides the objectives; None = the set's ``default`` metrics
+            that need no network (``psnr_y``, ``ssim_y``).
+
+    ConfigValueError names an unknown entry of ``names``.
+    """
+    from ..errors import ConfigValueError
+
+    known = metric_names(task)
+    if names is not None:
+        bad = [n for n in names if n not in known]
+        if bad:
+            raise ConfigValueError(f"metrics.names: {bad[0]!r} is not a {task} metric; choose from "
+                                   f"{', '.join(known)}")
+        chosen = list(names)
+    else:
+        chosen = [n for n in known if _REGISTRY[n].default and not _REGISTRY[n].needs]
+    wanted = [o for o in (objectives or DEFAULT_OBJECTIVES.get(task, ())) if o in known]
+    return tuple(dict.fromkeys([*wanted, *chosen]))
+
+
+def check_image_side(names: Sequence[str], side: int, what: str) -> None:
+    """ConfigValueError when an image of smallest side ``side`` px (after the shave) is too small for a metric
+    of ``names``; ``what`` says which images and which key sets their size."""
+    from ..errors import ConfigValueError
+
+    for name in names:
+        metric = _REGISTRY.get(name)
+        if metric is not None and side < metric.min_side:
+            raise ConfigValueError(f"{name} needs images of at least {metric.min_side} px after the border shave; "
+                                   f"{what} are {side} px")
 
 
 class _Directions(Mapping[str, str]):
@@ -298,8 +353,27 @@ def _style_distance(outputs: torch.Tensor, targets: torch.Tensor, ctx: MetricCon
 # in [0, 1] and moves in the third or fourth decimal.
 register(Metric("lpips", "minimize", "#.4g", _lpips, needs=("lpips",)))
 register(Metric("psnr_y", "maximize", ".2f", _psnr_y, family="psnr"))
-register(Metric("ssim_y", "maximize", ".4f", _ssim_y, family="ssim"))
+register(Metric("ssim_y", "maximize", ".4f", _ssim_y, family="ssim", min_side=11))
 # The style task: the output against its content image, and Gram distance to the style image on the LPIPS
 # backbone's layers (independent of the layers being searched).
 register(Metric("content_lpips", "minimize", "#.4g", _lpips, needs=("lpips",), task=STYLE))
 register(Metric("style_distance", "minimize", "#.4g", _style_distance, needs=("lpips", "style_image"), task=STYLE))
+
+
+def _piq(name: str) -> MetricFn:
+    def compute(outputs: torch.Tensor, targets: torch.Tensor, ctx: MetricContext) -> torch.Tensor:
+        from .metrics import piq_metric
+
+        return piq_metric(name, outputs, targets, ctx.scale)
+
+    compute.__name__ = f"_{name}"
+    return compute
+
+
+# piq's weight-free perceptual metrics (trial.metrics.piq_metric has the convention), computed when asked for:
+# an objective or metrics.names. Human-judgment agreement (SRCC, piq's README): HaarPSI 0.87 / 0.89 and VSI
+# 0.90 / 0.88 on TID2013 / KADID-10k (LPIPS-VGG 0.67 / 0.72); DSS 0.63 on PIPAL's GAN and SR artefacts.
+# The smallest sides: HaarPSI's Haar filters at 3 scales need 16 px; DSS's 8 x 8 DCT blocks at two scales give
+# NaN below 32 px; MS-SSIM's 5 scales of an 11 px window need 161 px (piq refuses less).
+for _name, _side in (("haarpsi", 16), ("dss", 32), ("vsi", 1), ("ms_ssim", 161)):
+    register(Metric(_name, "maximize", ".4f", _piq(_name), default=False, min_side=_side))

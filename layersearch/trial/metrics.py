@@ -1,5 +1,5 @@
-"""Evaluation metrics and their conventions: PSNR/SSIM on the Y channel with a shaved border, LPIPS, and a
-Gram-matrix style distance.
+"""Evaluation metrics and their conventions: PSNR/SSIM on the Y channel with a shaved border, LPIPS, a
+Gram-matrix style distance, and piq's weight-free perceptual metrics (HaarPSI, DSS, VSI, MS-SSIM).
 
 This module owns the range conventions. Every public function takes RGB images in [0, 1],
 ``N x 3 x H x W``; the conversions to Y on [0, 255] and to LPIPS's [-1, 1] happen here and nowhere else.
@@ -20,13 +20,15 @@ from torch import nn
 from ..errors import ConfigValueError
 from ..lossnet.loss import gram_matrix
 from ..lossnet.weights import check_fits, features_state_dict, is_random, weights_label
-from .metric_registry import LPIPS_NETS, METRIC_DIRECTIONS
+from .metric_registry import LPIPS_NETS, METRIC_DIRECTIONS, get_metric
 
 __all__ = [
     "LPIPS_NETS",
     "METRIC_DIRECTIONS",
     "PSNR_CAP_DB",
+    "PIQ_METRICS",
     "LPIPSMetric",
+    "piq_metric",
     "psnr_y",
     "rgb_to_y",
     "shave",
@@ -153,6 +155,39 @@ def ssim_y(pred: torch.Tensor, target: torch.Tensor, border: int) -> torch.Tenso
         for p, t in zip(pred_y, target_y, strict=True)
     ]
     return torch.from_numpy(np.asarray(scores, dtype=np.float64))
+
+
+#: piq's full-reference metrics that need no learned weights: our name -> piq's function. Each one's direction,
+#: format and smallest image side are its entry in ``trial.metric_registry``.
+PIQ_METRICS: dict[str, str] = {"haarpsi": "haarpsi", "dss": "dss", "vsi": "vsi", "ms_ssim": "multi_scale_ssim"}
+
+
+@torch.no_grad()
+def piq_metric(name: str, pred: torch.Tensor, target: torch.Tensor, border: int) -> torch.Tensor:
+    """Per-image ``haarpsi``, ``dss``, ``vsi`` or ``ms_ssim`` as piq computes it, after shaving ``border`` px.
+
+    The convention: RGB in [0, 1] (clamped, as for PSNR), ``data_range=1``, piq's default parameters, float32
+    on the images' device; piq converts to its own colour spaces (YIQ for HaarPSI, LMN for VSI, luminance for
+    DSS; MS-SSIM averages the RGB channels). Higher is better for all four, 1 for identical images.
+
+    Args:
+        pred: ``N x 3 x H x W`` RGB in [0, 1].
+        target: same shape.
+        border: pixels shaved from each side before scoring (the SR scale factor; 0 for none).
+
+    Returns:
+        ``[N]`` float32. ValueError when the shaved images are smaller than the metric accepts.
+    """
+    import piq  # imported when first used: the CLI and most tests never score with piq
+
+    _check_pair(pred, target)
+    function, min_side = PIQ_METRICS[name], get_metric(name).min_side
+    pred, target = shave(pred.detach().float().clamp(0.0, 1.0), border), shave(target.detach().float(), border)
+    side = min(pred.shape[-2:])
+    if side < min_side:
+        raise ValueError(f"{name} needs images of at least {min_side} x {min_side} px after shaving {border} px, "
+                         f"got {pred.shape[-1]} x {pred.shape[-2]}")
+    return getattr(piq, function)(pred, target.clamp(0.0, 1.0), data_range=1.0, reduction="none")
 
 
 def _to_lpips_range(images: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,14 @@ import torch
 
 from ..outputs import atomic_write_json
 from .data import DataError, folder_images
-from .metric_registry import MetricContext, compute_metrics, restoration_metrics
+from .metric_registry import (
+    RESTORATION,
+    MetricContext,
+    check_image_side,
+    compute_metrics,
+    lpips_graded,
+    metric_set,
+)
 from .metrics import LPIPSMetric
 
 
@@ -36,35 +44,54 @@ def lpips_metric(net: str = "alex", weights: str = "imagenet") -> LPIPSMetric:
     return _METRICS[key]
 
 
-def score_pair(metric: LPIPSMetric, pred: torch.Tensor, target: torch.Tensor, scale: int) -> dict[str, float]:
-    """The restoration metrics (``lpips``, ``psnr_y``, ``ssim_y``, see `restoration_metrics`) of one
-    ``1 x 3 x H x W`` prediction against its target (on the CPU)."""
+def score_names(names: Sequence[str] | None = None) -> tuple[str, ...]:
+    """``names`` (a `metric_set` the caller resolved), or the default restoration set: lpips, psnr_y, ssim_y."""
+    return tuple(names) if names else metric_set(RESTORATION)
+
+
+def _lpips_for(names: Sequence[str], lpips_net: str, lpips_weights: str) -> LPIPSMetric | None:
+    # LPIPS's backbone is loaded only when a metric reads it (a piq/PSNR scoring needs no ImageNet AlexNet).
+    if lpips_graded(names):
+        return lpips_metric(lpips_net, lpips_weights)
+    return None
+
+
+def score_pair(metric: LPIPSMetric | None, pred: torch.Tensor, target: torch.Tensor, scale: int,
+               names: Sequence[str] | None = None) -> dict[str, float]:
+    """The restoration metrics ``names`` (`score_names`) of one ``1 x 3 x H x W`` prediction against its
+    target (on the CPU); ``metric`` is the LPIPS network, None when no metric of ``names`` needs it."""
+    names = score_names(names)
     if pred.shape != target.shape:
         raise DataError(f"prediction is {pred.shape[-1]}x{pred.shape[-2]}, target is "
                         f"{target.shape[-1]}x{target.shape[-2]}; sizes must match")
+    check_image_side(names, min(pred.shape[-2:]) - 2 * scale, f"these images less the {scale} px shave")
     pred, target = pred.detach().float().cpu().clamp(0, 1), target.detach().float().cpu()
-    values = compute_metrics(restoration_metrics(), pred, target, MetricContext(scale=scale, lpips=metric))
+    values = compute_metrics(names, pred, target, MetricContext(scale=scale, lpips=metric))
     return {name: float(v[0]) for name, v in values.items()}
 
 
 def mean_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], scale: int, lpips_net: str = "alex",
-                lpips_weights: str = "imagenet") -> dict[str, float]:
+                lpips_weights: str = "imagenet", names: Sequence[str] | None = None) -> dict[str, float]:
     """The mean of `score_pair` over ``(prediction, target)`` pairs: what `Trial.score` returns."""
     if not pairs:
         raise DataError("nothing to score: no (output, target) pairs")
-    metric = lpips_metric(lpips_net, lpips_weights)
-    rows = [score_pair(metric, pred, target, scale) for pred, target in pairs]
-    return {k: sum(row[k] for row in rows) / len(rows) for k in restoration_metrics()}
+    names = score_names(names)
+    metric = _lpips_for(names, lpips_net, lpips_weights)
+    rows = [score_pair(metric, pred, target, scale, names) for pred, target in pairs]
+    return {k: sum(row[k] for row in rows) / len(rows) for k in names}
 
 
 def score_folders(pred_dir: str, target_dir: str, scale: int, lpips_net: str = "alex",
-                  lpips_weights: str = "imagenet", *, out: str | Path) -> dict[str, Any]:
+                  lpips_weights: str = "imagenet", *, out: str | Path,
+                  names: Sequence[str] | None = None) -> dict[str, Any]:
     """Score predictions against targets matched by relative file name; write per-image and mean values.
 
     Args:
         pred_dir, target_dir: folders of images (recursive).
-        scale: pixels shaved from each border for ``psnr_y``/``ssim_y`` (the SR scale; 0 for none).
+        scale: pixels shaved from each border for ``psnr_y``/``ssim_y`` and the piq metrics (the SR scale; 0
+            for none).
         out: where the JSON goes (the CLI's default: ``<outputs_dir>/score/<time>/scores.json``).
+        names: the metrics (`score_names`: None = lpips, psnr_y, ssim_y).
 
     Returns:
         ``{"mean": {...}, "images": {name: {...}}, "unmatched": [...], "weights": ..., "out": path}``.
@@ -73,25 +100,27 @@ def score_folders(pred_dir: str, target_dir: str, scale: int, lpips_net: str = "
     common = sorted(set(preds) & set(targets))
     if not common:
         raise DataError(f"no file names in {pred_dir} match those in {target_dir} (matched without extension)")
-    metric = lpips_metric(lpips_net, lpips_weights)
+    names = score_names(names)
+    metric = _lpips_for(names, lpips_net, lpips_weights)
     per_image: dict[str, dict[str, float]] = {}
     for key in common:
         (name, pred), (_, target) = preds[key], targets[key]
         try:
-            per_image[name] = score_pair(metric, pred[None], target[None], scale)
+            per_image[name] = score_pair(metric, pred[None], target[None], scale, names)
         except DataError as err:
             raise DataError(f"{name}: {err}") from None
-    mean = {k: sum(v[k] for v in per_image.values()) / len(per_image) for k in restoration_metrics()}
+    mean = {k: sum(v[k] for v in per_image.values()) / len(per_image) for k in names}
     unmatched = sorted(set(preds) ^ set(targets))
     result = {
         "mean": mean,
         "images": per_image,
         "n_images": len(per_image),
         "unmatched": unmatched,
+        "metrics": list(names),
         "protocol": {"shave": scale, "y_channel": "BT.601", "ssim": "gaussian 11x11 sigma 1.5",
-                     "lpips_net": lpips_net},
-        "weights": {"lpips": f"{lpips_net}/{metric.weights_label}"},
-        "random_weights": metric.random_weights,
+                     "lpips_net": lpips_net if metric is not None else None, "piq": "RGB in [0, 1], data_range 1"},
+        "weights": {"lpips": f"{lpips_net}/{metric.weights_label}" if metric is not None else "not used"},
+        "random_weights": bool(metric is not None and metric.random_weights),
     }
     atomic_write_json(out, result)
     result["out"] = str(out)

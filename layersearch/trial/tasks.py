@@ -6,8 +6,9 @@ file in ``conf/task/`` whose ``_target_`` names it; the training loop and the se
 
 from __future__ import annotations
 
+import dataclasses
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -19,7 +20,17 @@ from ..errors import ConfigValueError
 from ..lossnet.loss import PerceptualLoss
 from ..settings import ComponentSettings, DataSettings, MetricsSettings
 from .data import DataError, load_image, load_split, sample_image
-from .metric_registry import RESTORATION, STYLE, MetricContext, TaskMetrics, compute_metrics
+from .metric_registry import (
+    DEFAULT_OBJECTIVES,
+    RESTORATION,
+    STYLE,
+    MetricContext,
+    TaskMetrics,
+    check_image_side,
+    compute_metrics,
+    lpips_graded,
+    metric_set,
+)
 from .metrics import LPIPSMetric
 from .transforms import center_crop, check_min_size, crop_to_multiple, degrade, random_crops
 
@@ -101,12 +112,16 @@ class Task:
     Args:
         data: the ``data`` settings (source and splits).
         model: the ``model`` settings: the generator class (``_target_``) and its arguments.
-        metrics: the ``metrics`` settings (LPIPS net and backbone weights).
+        metrics: the ``metrics`` settings: ``names``, the metrics ``evaluate`` computes (`build_task` resolves them
+            with the objectives; None = `metric_set`'s default), and the LPIPS net and backbone weights, loaded
+            only when one of them needs LPIPS.
         device: where validation data, metrics and generators live.
     """
 
-    #: Metric names ``evaluate`` reports (registered in ``trial.metric_registry``); any can be a sweep objective.
+    #: Metric names ``evaluate`` can report (registered in ``trial.metric_registry``); any can be a sweep objective.
     metrics: tuple[str, ...] = ()
+    #: The registry's set these belong to (`RESTORATION` or `STYLE`).
+    metric_kind = RESTORATION
     #: The sweep's default objectives, the first one primary (it drives pruning).
     objectives: tuple[str, ...] = ()
     name = "task"
@@ -123,8 +138,14 @@ class Task:
                  device: str | torch.device = "cpu"):
         self.device = torch.device(device)
         self.model = model
-        self.lpips = LPIPSMetric(net=metrics.lpips.net, weights=metrics.lpips.weights)
-        self.lpips.to(self.device)
+        #: The metrics ``evaluate`` computes, objectives first (`metric_set`).
+        self.reported: tuple[str, ...] = (tuple(metrics.names) if metrics.names is not None
+                                          else metric_set(self.metric_kind))
+        # LPIPS's backbone is loaded only for a metric that reads it: a run scored by piq and PSNR needs no
+        # ImageNet AlexNet, and says nothing of LPIPS weights it never used.
+        self.lpips: LPIPSMetric | None = None
+        if lpips_graded(self.reported):
+            self.lpips = LPIPSMetric(net=metrics.lpips.net, weights=metrics.lpips.weights).to(self.device)
         train = load_split(data, "train")
         self.train_names = [name for name, _ in train]
         nbytes = sum(img.numel() * img.element_size() for _, img in train)
@@ -173,8 +194,8 @@ class Task:
         raise NotImplementedError
 
     def mean_scores(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], ctx: MetricContext) -> dict[str, float]:
-        """Each of ``self.metrics`` over ``(outputs, targets)`` batches, averaged over all images in float64."""
-        scores: dict[str, list[torch.Tensor]] = {name: [] for name in self.metrics}
+        """Each of ``self.reported`` over ``(outputs, targets)`` batches, averaged over all images in float64."""
+        scores: dict[str, list[torch.Tensor]] = {name: [] for name in self.reported}
         for outputs, targets in batches:
             for name, values in compute_metrics(scores, outputs, targets, ctx).items():
                 scores[name].append(values.flatten().cpu())
@@ -198,8 +219,8 @@ class SuperResolution(Task):
     shaved from each border).
     """
 
-    metrics = TaskMetrics(RESTORATION)  # lpips, psnr_y, ssim_y and any metric registered for RESTORATION
-    objectives = ("lpips", "psnr_y")
+    metrics = TaskMetrics(RESTORATION)  # lpips, psnr_y, ssim_y, the piq ones, any registered for RESTORATION
+    objectives = DEFAULT_OBJECTIVES[RESTORATION]
     name = "sr_x4"
 
     @classmethod
@@ -221,6 +242,8 @@ class SuperResolution(Task):
         self.val_names = [name for name, _ in val]
         self.val_hr = _stack_if_same_shape(hr)
         self.val_lr = [degrade(batch, scale, blur_sigma) for batch in self.val_hr]
+        check_image_side(self.reported, min(min(b.shape[-2:]) for b in self.val_hr) - 2 * scale,
+                         f"the validation crops (task.val_crop={val_crop}) less the {scale} px shave")
         self._baseline: dict[str, float] | None = None
 
     def build_generator(self) -> nn.Module:
@@ -274,7 +297,8 @@ class StyleTransfer(Task):
     """
 
     metrics = TaskMetrics(STYLE)  # content_lpips, style_distance
-    objectives = ("content_lpips", "style_distance")
+    metric_kind = STYLE
+    objectives = DEFAULT_OBJECTIVES[STYLE]
     name = "style"
 
     def __init__(self, data, model, metrics, device="cpu", style_image: str = "sample:gravel",
@@ -322,6 +346,10 @@ def task_class(task: ComponentSettings) -> type[Task]:
 
 
 def build_task(task: ComponentSettings, data: DataSettings, model: ComponentSettings, metrics: MetricsSettings,
-               device) -> Task:
-    """Instantiate the task named by ``task.target`` (conf/task/*.yaml) with its params."""
-    return construct(task, data=data, model=model, metrics=metrics, device=device)
+               device, objectives: Sequence[str] | None = None) -> Task:
+    """Instantiate the task named by ``task.target`` (conf/task/*.yaml) with its params, computing the
+    objectives (``study.objectives``; None = the task's) and ``metrics.names`` (`metric_set`)."""
+    cls = task_class(task)
+    names = metric_set(cls.metric_kind, objectives or cls.objectives, metrics.names)
+    return construct(task, data=data, model=model, metrics=dataclasses.replace(metrics, names=list(names)),
+                     device=device)

@@ -265,7 +265,7 @@ def train(
                 term_sums, terms_seen = {}, 0
                 result.metrics, result.steps = scores, step
                 result.history.append((step, dict(scores)))
-                bar.set_postfix({k: f"{v:.3g}" for k, v in scores.items() if k in task.metrics or k == "train/total"})
+                bar.set_postfix({k: f"{v:.3g}" for k, v in scores.items() if k in task.reported or k == "train/total"})
                 if callback is not None:
                     t_callback = time.perf_counter()
                     try:
@@ -293,7 +293,7 @@ def weights_labels(loss_config: LossConfig, task: Task) -> dict[str, str]:
     uses_net = bool(loss_config.layers)
     return {
         "loss_net": f"{loss_config.arch}/{weights_label(loss_config.weights)}" if uses_net else "none",
-        "lpips": f"{task.lpips.net}/{task.lpips.weights_label}",
+        "lpips": f"{task.lpips.net}/{task.lpips.weights_label}" if task.lpips is not None else "not used",
     }
 
 
@@ -319,10 +319,12 @@ def train_from_config(settings: Settings) -> TrainOutcome:
         raise OutputExistsError(f"out_dir {out_dir} exists and is not empty; choose another out_dir=...")
     loss_config = layer_config(settings)
     device = resolve_device(settings.trainer.device)
-    task = build_task(settings.task, settings.data, settings.model, settings.metrics, device)
+    task = build_task(settings.task, settings.data, settings.model, settings.metrics, device,
+                      settings.study.objectives)
     loss_fn = PerceptualLoss(loss_config, seed=settings.seed)
     labels = weights_labels(loss_config, task)
-    random_weights = any_random(loss_config.weights if loss_config.layers else None, task.lpips.weights)
+    random_weights = any_random(loss_config.weights if loss_config.layers else None,
+                                task.lpips.weights if task.lpips is not None else None)
     precision = precision_used(settings.trainer, device)
     model, result = train(task, loss_fn, settings.trainer)
     baseline = task.baseline()

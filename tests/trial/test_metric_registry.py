@@ -63,6 +63,7 @@ def test_every_entry_has_its_direction_format_needs_and_set():
         "ssim_y": ("maximize", ".4f", (), RESTORATION),
         "content_lpips": ("minimize", "#.4g", ("lpips",), STYLE),
         "style_distance": ("minimize", "#.4g", ("lpips", "style_image"), STYLE),
+        **{name: ("maximize", ".4f", (), RESTORATION) for name in ("haarpsi", "dss", "vsi", "ms_ssim")},
     }
     assert list(METRICS) == list(expected)  # registration order: the order every table and message uses
     for name, (direction, fmt, needs, task) in expected.items():
@@ -72,7 +73,8 @@ def test_every_entry_has_its_direction_format_needs_and_set():
         assert METRIC_DIRECTIONS[name] == direction
         assert metric_format(name) == fmt
     assert dict(METRIC_DIRECTIONS) == {n: d for n, (d, *_) in expected.items()}
-    assert restoration_metrics() == ("lpips", "psnr_y", "ssim_y") == metric_names(RESTORATION)
+    assert restoration_metrics() == ("lpips", "psnr_y", "ssim_y", "haarpsi", "dss", "vsi", "ms_ssim") == metric_names(
+        RESTORATION)
     assert metric_names(STYLE) == ("content_lpips", "style_distance")
     assert SuperResolution.metrics == restoration_metrics() and StyleTransfer.metrics == metric_names(STYLE)
 
@@ -87,7 +89,7 @@ def test_each_computation_equals_the_convention_function(lpips_net):
         "content_lpips": lpips_net(pred, target),
         "style_distance": style_distance(lpips_net, pred, style),
     }
-    got = compute_metrics(list(METRICS), pred, target, ctx)
+    got = compute_metrics(list(expected), pred, target, ctx)  # the piq ones: tests/trial/test_piq_metrics.py
     assert list(got) == list(expected)
     for name, values in expected.items():
         assert got[name].shape == (2,)
@@ -167,9 +169,12 @@ def test_a_registered_metric_is_scored_by_score_and_trial_score(toy_mae, tmp_pat
         trial = Trial(number=0, study_name="s", params={}, layer_config={}, steps=1, seed=0, device="cpu",
                       dir=tmp_path, objectives=["toy_mae"], lpips=LpipsSettings(net="squeeze", weights="random"))
         from_trial = trial.score(pred, target, scale=2)
+    # A default metric (no need, default=True) is reported with no other change; a trial whose objectives do
+    # not name lpips computes no LPIPS.
     assert list(scores) == ["lpips", "psnr_y", "ssim_y", "toy_mae"]
     assert scores["toy_mae"] == pytest.approx(expected, rel=1e-12)
-    assert from_trial == scores
+    assert list(from_trial) == ["toy_mae", "psnr_y", "ssim_y"]
+    assert from_trial == {k: scores[k] for k in from_trial}
     assert restoration_metrics()[-1] == "toy_mae" and "toy_mae" not in metric_names(STYLE)
 
 

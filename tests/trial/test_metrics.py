@@ -3,6 +3,7 @@ random or local-file backbones, and the Gram style distance. Random weights only
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 
@@ -16,8 +17,10 @@ from skimage.metrics import structural_similarity
 from layersearch.lossnet.weights import RandomWeightsWarning, WeightsError
 from layersearch.trial.metrics import (
     METRIC_DIRECTIONS,
+    PIQ_METRICS,
     PSNR_CAP_DB,
     LPIPSMetric,
+    piq_metric,
     psnr_y,
     rgb_to_y,
     shave,
@@ -63,10 +66,17 @@ def test_metric_directions_prefer_the_perfect_output(squeeze_metric: LPIPSMetric
         "style_distance": lambda out: style_distance(squeeze_metric, out, style),
     }
     perfect = {"style_distance": style.expand(2, -1, -1, -1)}
+    # piq's metrics on images MS-SSIM accepts (161 px after the shave).
+    big = _rand(2, 3, 176, 176, seed=4)
+    big_noisy = (big + 0.2 * _rand(2, 3, 176, 176, seed=5) - 0.1).clamp(0, 1)
+    noisy_of = {}
+    for name in PIQ_METRICS:
+        score[name] = functools.partial(piq_metric, name, target=big, border=4)
+        perfect[name], noisy_of[name] = big, big_noisy
     assert set(score) == set(METRIC_DIRECTIONS)
     for name, direction in METRIC_DIRECTIONS.items():
         best = float(score[name](perfect.get(name, target)).mean())
-        worse = float(score[name](noisy).mean())
+        worse = float(score[name](noisy_of.get(name, noisy)).mean())
         assert (best < worse) if direction == "minimize" else (best > worse), (name, direction, best, worse)
 
 

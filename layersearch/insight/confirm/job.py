@@ -102,7 +102,7 @@ def run_job(jobs: optuna.Study, trial: optuna.Trial, ctx: JobContext) -> tuple[s
     handle = Trial(number=attrs["trial"], study_name=ctx.study_name, params=attrs.get("params") or {},
                    layer_config=attrs["layer_config"], steps=ctx.plan.steps, seed=seed, device=ctx.device,
                    dir=folder, objectives=names, reporter=report, loss_seed=ctx.settings.seed,
-                   lpips=ctx.settings.metrics.lpips)
+                   lpips=ctx.settings.metrics.lpips, metric_names=ctx.settings.metrics.names)
     with heartbeat_thread(jobs, trial, ctx.settings.study.heartbeat_s):
         try:
             outcome = run_training(ctx.training, handle)

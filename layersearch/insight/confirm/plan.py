@@ -152,7 +152,8 @@ def select_candidates(study: optuna.Study, objectives: Sequence[tuple[str, str]]
     return candidates
 
 
-def random_weights_of(candidates: Sequence[Candidate], lpips: LpipsSettings) -> bool:
-    # The sweep's rule: the space's loss-network weights (recorded in every layer config) or the LPIPS backbone.
+def random_weights_of(candidates: Sequence[Candidate], lpips: LpipsSettings | None) -> bool:
+    # The sweep's rule: the space's loss-network weights (recorded in every layer config) or the LPIPS backbone
+    # (None when no computed metric reads LPIPS).
     loss_weights = [str(c.layer_config["loss_net"]["weights"]) for c in candidates]
-    return any_random(*loss_weights, lpips.weights)
+    return any_random(*loss_weights, lpips.weights if lpips is not None else None)

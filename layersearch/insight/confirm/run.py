@@ -42,7 +42,7 @@ from ...outputs import RANDOM_BANNER, atomic_write_json, atomic_write_text
 from ...search.results import export_study, provenance_config
 from ...search.storage import load_study, open_storage, storage_lock
 from ...settings import Settings
-from ...trial.kinds import make_training
+from ...trial.kinds import lpips_used, make_training
 from ...trial.train import resolve_device
 from .job import CONFIRM_SUMMARY_TAG, CONFIRM_TAG, JobContext, JobTracking, run_job
 from .plan import (
@@ -106,7 +106,8 @@ def run_confirm(settings: Settings) -> ConfirmResult:
     training = make_training(run_settings, log)
     objectives = check_study(study, settings, training)
     candidates = select_candidates(study, objectives, plan.top_k)
-    random_weights = random_weights_of(candidates, settings.metrics.lpips)
+    lpips = settings.metrics.lpips if lpips_used(settings, [m for m, _ in objectives]) else None
+    random_weights = random_weights_of(candidates, lpips)
     if random_weights != bool(study.user_attrs.get("random_weights")):
         was = "random" if study.user_attrs.get("random_weights") else "pretrained"
         raise ConfirmError(f"study {study.study_name!r} was scored with {was} weights, this config would not be; "

@@ -175,7 +175,8 @@ def _run(trial: optuna.Trial, ctx: SweepContext) -> tuple[str, float]:
         shutil.rmtree(folder)  # trial numbers are unique in a study: this is a deleted study's leftover
     handle = Trial(number=trial.number, study_name=study.study_name, params=trial.params, layer_config=layer_config,
                    steps=trainer.steps, seed=seed, device=ctx.device, dir=folder, objectives=ctx.names,
-                   reporter=_reporter(trial, ctx), loss_seed=ctx.settings.seed, lpips=ctx.settings.metrics.lpips)
+                   reporter=_reporter(trial, ctx), loss_seed=ctx.settings.seed, lpips=ctx.settings.metrics.lpips,
+                   metric_names=ctx.settings.metrics.names)
     outcome = run_training(ctx.training, handle)
     if folder.is_dir():
         tracker.log_artifacts(folder)

@@ -22,7 +22,7 @@ from ...lossnet.registry import loss_network
 from ...lossnet.weights import any_random, ready_weights, weights_label
 from ...outputs import RANDOM_BANNER
 from ...settings import Settings, StudySettings, settings_to_dict
-from ...trial.kinds import Training, make_training
+from ...trial.kinds import Training, lpips_used, make_training
 from ...trial.metrics import METRIC_DIRECTIONS
 from ..results import SweepResult, best_rows, counts, is_repeat, log_summary, noise_lines
 from ..storage import (
@@ -186,7 +186,8 @@ def _plan(settings: Settings, log, fn=None) -> _Plan:
         raise StudyError("study.storage and tracking.uri are the same database; Optuna and MLflow both keep an "
                          "alembic_version table there: use separate databases (e.g. .../optuna and .../mlflow)")
     check_tracking(settings.tracking.uri, settings.tracking.artifacts)
-    random_weights = space.random_weights or any_random(settings.metrics.lpips.weights)
+    lpips = settings.metrics.lpips.weights if lpips_used(settings, [m for m, _ in objectives]) else None
+    random_weights = space.random_weights or any_random(lpips)
     n_seeds = conf.baseline_seeds
     if n_seeds < 1:
         raise StudyError(f"study.baseline_seeds must be >= 1, got {n_seeds}")
@@ -195,9 +196,10 @@ def _plan(settings: Settings, log, fn=None) -> _Plan:
                  training, list(range(first, first + n_seeds)), conf.db_retry_s, n_warmup)
 
 
-def _lpips_label(settings: Settings) -> str:
+def _lpips_label(settings: Settings, objectives: list[str]) -> str:
+    # "not used" when no computed metric reads LPIPS (a study scored by haarpsi and psnr_y).
     lpips = settings.metrics.lpips
-    return f"{lpips.net}/{weights_label(lpips.weights)}"
+    return f"{lpips.net}/{weights_label(lpips.weights)}" if lpips_used(settings, objectives) else "not used"
 
 
 def prepare_study(settings: Settings, log=tqdm.write, tracker: bool = True, prepare_training: bool = True,
@@ -243,7 +245,7 @@ def prepare_study(settings: Settings, log=tqdm.write, tracker: bool = True, prep
                   "layersearch.random_weights": str(plan.random_weights).lower(),
                   "layersearch.search_space": _space_name(settings),
                   "layersearch.loss_net_weights": ",".join(dict.fromkeys(map(plan.space.weights_for, plan.space.archs))),
-                  "layersearch.lpips": _lpips_label(settings)},
+                  "layersearch.lpips": _lpips_label(settings, [m for m, _ in plan.objectives])},
         )
     with storage_lock(plan.url):
         study = optuna.create_study(
@@ -346,7 +348,7 @@ def _check_same_study(study: optuna.Study, objectives, settings: Settings, train
     study.set_user_attr("task", settings.task.target if training.kind == "builtin" else training.kind)
     study.set_user_attr("trial_kind", training.kind)
     study.set_user_attr("trial", training.label)
-    study.set_user_attr("lpips", _lpips_label(settings))
+    study.set_user_attr("lpips", _lpips_label(settings, names))
     study.set_user_attr("search_space_config", settings_to_dict(settings.search_space))
 
 
