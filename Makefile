@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs clean bench bench-pruning tables
+.PHONY: demo test lint docs clean bench bench-pruning bench-science tables
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
@@ -21,8 +21,9 @@ $(STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q $(PIP_ARGS) -e '.$(if $(EXTRAS),[$(EXTRAS)])'
 	touch $(STAMP)
 
-# OFFLINE=1: no ImageNet weights can be fetched, so run the same sweep with random weights (labelled).
-DEMO_ARGS := preset=quickstart $(if $(OFFLINE),loss_net.weights=random metrics.lpips.weights=random study.name=quickstart_random)
+# OFFLINE=1: nothing to download: EfficientNet-Lite0's real ImageNet weights (installed with layersearch), scored
+# by HaarPSI and PSNR-Y (piq, no weights): a real answer, with no random weights anywhere (conf/preset/offline.yaml).
+DEMO_ARGS := $(if $(OFFLINE),preset=offline,preset=quickstart)
 
 demo: $(STAMP)
 	$(BIN)/layersearch sweep $(DEMO_ARGS)
@@ -56,6 +57,13 @@ bench: $(STAMP)
 PRUNING_ARGS ?= --sampler-seeds 3
 bench-pruning: $(STAMP)
 	$(BIN)/python benchmarks/pruning.py $(PRUNING_ARGS)
+
+# The first findings with real features (docs/what-layers-capture.md): EfficientNet-Lite0 real vs random weights,
+# each stage as the SR x4 loss over 3 seeds, and the offline demo study's per-layer effects with each (~25 min on
+# 2 idle cores); writes benchmarks/results/<date>-vm-science.md. SCIENCE_ARGS changes it (e.g. "--seeds 2").
+SCIENCE_ARGS ?=
+bench-science: $(STAMP)
+	$(BIN)/python benchmarks/science.py $(SCIENCE_ARGS)
 
 # The loss networks' layer tables, generated from torchvision's module tree (after a torchvision upgrade).
 tables: $(STAMP)

@@ -14,7 +14,7 @@ def space(name: str = "sr_relu", **changes) -> SearchSpace:
     return SearchSpace.from_config(cfg, weights="random")
 
 
-@pytest.mark.parametrize("name", ["sr_relu", "sr_vgg19_pre_post", "style_johnson", "sr_networks"])
+@pytest.mark.parametrize("name", ["sr_relu", "sr_vgg19_pre_post", "style_johnson", "sr_networks", "sr_lite0"])
 def test_shipped_spaces_sample_valid_configs(name):
     s = space(name)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
@@ -64,7 +64,8 @@ def test_baselines_fit_only_where_they_can():
     assert esrgan["use_conv5_4"] is True and esrgan["criterion"] == "l1"
 
 
-@pytest.mark.parametrize("name", ["johnson_sr", "srgan_vgg54", "esrgan", "pixel", "johnson_style"])
+@pytest.mark.parametrize("name", ["johnson_sr", "srgan_vgg54", "esrgan", "pixel", "johnson_style", "lite0_shallow",
+                                  "lite0_deep"])
 def test_literature_reader_matches_hydra(name):
     cfg = to_container(compose_config([f"loss={name}"]))
     assert literature_loss(name) == {"loss_net": cfg["loss_net"], **cfg["loss"]}
@@ -98,11 +99,29 @@ def test_min_and_max_layers_always_hold():
     assert len(s.suggest(optuna.trial.FixedTrial({**no, "pixel_weight": 0.0})).content_layers) == 2
 
 
-def test_nothing_to_optimise_is_infeasible():
-    s = space("sr_relu")
+def test_a_config_without_layers_takes_the_pixel_term_and_nothing_to_optimise_is_infeasible():
     no = {f"use_{n}": False for n in ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"]}
+    # pixel_weight: [0.0, 1.0]: without layers it is 1, not asked (a sampler drawn to the pixel-only region would
+    # otherwise keep proposing pixel_weight 0 there, and such trials teach TPE nothing).
+    config = space("sr_relu").suggest(optuna.trial.FixedTrial({**no, "pixel_weight": 0.0}))
+    assert config.layers == [] and config.pixel_weight == 1.0
+    s = space("sr_relu")
+    pixel = s.params_for(LossConfig.from_mapping(literature_loss("pixel")))
+    assert "pixel_weight" not in pixel and s.suggest(optuna.trial.FixedTrial(pixel)).pixel_weight == 1.0
+    # A space that fixes the pixel weight at 0 still refuses the empty config.
     with pytest.raises(Infeasible, match="nothing to optimise"):
-        s.suggest(optuna.trial.FixedTrial({**no, "pixel_weight": 0.0}))
+        space("sr_relu", pixel_weight=0.0).suggest(optuna.trial.FixedTrial(no))
+
+
+def test_tpe_drawn_to_the_pixel_loss_never_samples_an_empty_config():
+    # The offline demo's failure: the pixel-only trials score best, TPE samples near them.
+    s = space("sr_relu")
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=0, n_startup_trials=4))
+    for _ in range(40):
+        trial = study.ask()
+        config = s.suggest(trial)  # Infeasible here would fail the test
+        study.tell(trial, 1.0 if config.layers else 0.0)  # minimise: no layers is best
+    assert sum(not t.params.get("use_relu2_2", True) for t in study.trials) > 0
 
 
 def test_arch_search_is_conditional():
@@ -180,6 +199,21 @@ def test_sr_networks_searches_six_or_more_networks_at_four_or_five_stage_outputs
     # Every literature baseline fits (vgg19 carries conv5_4 as well, for ESRGAN).
     for name in ("johnson_sr", "srgan_vgg54", "esrgan", "pixel"):
         s.params_for(LossConfig.from_mapping(literature_loss(name)))
+
+
+def test_sr_lite0_takes_its_baselines_and_the_pixel_loss_fits_a_space_of_any_network():
+    s = space("sr_lite0")
+    assert s.archs == ["efficientnet_lite0"]
+    assert s.content.candidates["efficientnet_lite0"] == ["blocks.0", "blocks.2", "blocks.4", "blocks.10", "blocks.15"]
+    shallow = s.params_for(LossConfig.from_mapping(literature_loss("lite0_shallow")))
+    assert shallow["use_blocks.2"] is True and shallow["pixel_weight"] == 0.0
+    assert s.params_for(LossConfig.from_mapping(literature_loss("lite0_deep")))["use_blocks.10"] is True
+    # conf/loss/pixel.yaml names vgg16, but a pixel-only loss runs no network: it fits as this space's network.
+    pixel = s.params_for(LossConfig.from_mapping(literature_loss("pixel")))
+    assert "pixel_weight" not in pixel and not any(v for k, v in pixel.items() if k.startswith("use_"))
+    assert s.suggest(optuna.trial.FixedTrial(pixel)).arch == "efficientnet_lite0"
+    with pytest.raises(ValueError, match="not in search_space.arch"):  # a loss on VGG's layers still does not
+        s.params_for(LossConfig.from_mapping(literature_loss("johnson_sr")))
 
 
 def test_narrowing_arch_on_the_command_line_keeps_that_networks_candidates():

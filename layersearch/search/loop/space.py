@@ -242,7 +242,7 @@ class SearchSpace:
             arch=arch, weights=self.weights_for(arch),
             content_layers=chosen.get("", {}), style_layers=chosen.get("style_", {}),
             content_weight=content_weight, style_weight=style_weight,
-            pixel_weight=self.pixel_weight.suggest(trial, "pixel_weight"),
+            pixel_weight=self._pixel_weight(trial, any(chosen.values())),
             tv_weight=self.tv_weight.suggest(trial, "tv_weight"),
             criterion=trial.suggest_categorical("criterion", self.criteria) if len(self.criteria) > 1 else self.criteria[0],
         )
@@ -251,6 +251,26 @@ class SearchSpace:
         except ConfigError as err:
             raise Infeasible(str(err)) from None
         return config
+
+    def _pixel_alone(self) -> float | None:
+        """The pixel weight of a config without layers when ``pixel_weight`` is a choice of zero and more: the
+        largest choice, taken without asking the trial.
+
+        With no layer the pixel term is the whole loss, so a zero would leave nothing to optimise. Asked anyway,
+        a sampler that has learnt the layer-free region (the pixel loss often scores well) keeps proposing it with
+        a zero: TPE ignores the failed trials such configs become, so it never learns otherwise, and a sweep
+        stopped after 50 of them in a row (the offline demo did).
+        """
+        choices = self.pixel_weight.choices
+        if choices and len(choices) > 1 and min(choices) <= 0 < max(choices):
+            return float(max(choices))
+        return None
+
+    def _pixel_weight(self, trial, has_layers: bool) -> float:
+        alone = self._pixel_alone()
+        if not has_layers and alone is not None:
+            return alone
+        return self.pixel_weight.suggest(trial, "pixel_weight")
 
     @staticmethod
     def _pick_layers(trial, group: LayerGroup, candidates: list[str]) -> dict[str, float]:
@@ -282,16 +302,19 @@ class SearchSpace:
             NotInSpace: saying why the config does not fit this space.
         """
         params: dict[str, Any] = {}
-        if config.arch not in self.archs:
-            raise NotInSpace(f"loss network {config.arch} is not in search_space.arch {self.archs}")
+        arch = config.arch
+        if not config.layers and arch not in self.archs:
+            arch = self.archs[0]  # a pixel-only loss runs no loss network: it fits a space of any network
+        if arch not in self.archs:
+            raise NotInSpace(f"loss network {arch} is not in search_space.arch {self.archs}")
         if len(self.archs) > 1:
-            params["arch"] = config.arch
+            params["arch"] = arch
         for group, layers in ((self.content, config.content_layers), (self.style, config.style_layers)):
             if group is None:
                 if layers:
                     raise NotInSpace(f"the space has no {'style' if layers is config.style_layers else 'content'} layers")
                 continue
-            candidates = group.candidates[config.arch]
+            candidates = group.candidates[arch]
             outside = [name for name in layers if name not in candidates]
             if outside:
                 raise NotInSpace(f"layers {', '.join(outside)} are not candidates")
@@ -309,7 +332,12 @@ class SearchSpace:
                     params.update(self.ratio.param("content_style_ratio", config.content_weight / config.style_weight))
         elif config.style_weight and config.style_layers:
             raise NotInSpace("the space has no style layers")
-        params.update(self.pixel_weight.param("pixel_weight", config.pixel_weight))
+        alone = self._pixel_alone()
+        if not config.layers and alone is not None:
+            if not math.isclose(config.pixel_weight, alone):
+                raise NotInSpace(f"pixel_weight={config.pixel_weight} without layers; the space takes {alone} then")
+        else:
+            params.update(self.pixel_weight.param("pixel_weight", config.pixel_weight))
         params.update(self.tv_weight.param("tv_weight", config.tv_weight))
         if config.criterion not in self.criteria:
             raise NotInSpace(f"criterion {config.criterion} is not in {self.criteria}")
