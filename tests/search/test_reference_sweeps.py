@@ -66,6 +66,14 @@ def run_reference_sweep(name: str, directory: Path) -> list[optuna.trial.FrozenT
     return optuna.load_study(study_name=f"ref_{name}", storage=f"sqlite:///{directory}/ref_{name}/optuna.db").trials
 
 
+def recorded_params(params: dict) -> dict:
+    """The recorded params as the space asks them today: a config without layers takes its pixel term without
+    asking (issue 25, `SearchSpace._pixel_alone`), so the pixel baseline has no ``pixel_weight`` param."""
+    if not any(v for k, v in params.items() if k.startswith("use_")) and params.get("pixel_weight") == 1.0:
+        return {k: v for k, v in params.items() if k != "pixel_weight"}
+    return params
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SPACES)
 def test_builtin_sweep_matches_the_values_recorded_before_the_seam(tmp_path, name):
@@ -74,6 +82,6 @@ def test_builtin_sweep_matches_the_values_recorded_before_the_seam(tmp_path, nam
     assert [t.number for t in trials] == [t["number"] for t in want_trials]
     for got, want in zip(trials, want_trials, strict=True):
         assert got.state.name == want["state"]
-        assert got.params == want["params"]
+        assert got.params == recorded_params(want["params"])
         for value, recorded, rel in zip(got.values, want["values"], TOLERANCE[name], strict=True):
             assert value == pytest.approx(recorded, rel=rel), f"trial {got.number}"
