@@ -78,6 +78,13 @@ class BuiltinTraining:
         trainer = dataclasses.replace(self.settings.trainer, steps=trial.steps, seed=trial.seed)
         model, run = train(task, trial.loss, trainer, callback=lambda step, m: trial.report(step, **m))
         values = dict(run.metrics)
+        # Scores per validation image, for paired comparisons blocked by image; a task of the user's that does
+        # not score through Task.mean_scores, or names no images, has none (or only positions).
+        names = getattr(task, "val_names", None)
+        n = len(names) if names is not None else len(next(iter(run.per_image.values()), []))
+        per_image = {m: vs for m, vs in run.per_image.items() if len(vs) == n}
+        if per_image:
+            trial.record_per_image(per_image, names)
         titles, rows = task.preview(model, trainer.preview_images)
         caption = f"trial {trial.number}: " + ", ".join(f"{m}={values[m]:.4f}" for m in trial.objectives if m in values)
         if trial.loss.random_weights or (task.lpips is not None and task.lpips.random_weights):

@@ -75,10 +75,16 @@ def score_images(outputs: torch.Tensor | Sequence[torch.Tensor], targets: torch.
     """
     from .score import mean_scores  # scoring imports lpips and scikit-image: only when asked
 
+    return mean_scores(_pairs(outputs, targets), scale, lpips_net, lpips_weights, names)
+
+
+def _pairs(outputs: torch.Tensor | Sequence[torch.Tensor], targets: torch.Tensor | Sequence[torch.Tensor]
+           ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """One ``(1 x 3 x H x W, 1 x 3 x H x W)`` pair per image, in the order given."""
     pairs = []
     for out, tgt in zip(_batches(outputs), _batches(targets), strict=True):
         pairs += [(out[i : i + 1], tgt[i : i + 1]) for i in range(out.shape[0])]
-    return mean_scores(pairs, scale, lpips_net, lpips_weights, names)
+    return pairs
 
 
 class Trial:
@@ -96,6 +102,9 @@ class Trial:
         objectives: the study's objective metric names; the value returned must hold each of them.
         scored: the metrics `score` returns: the objectives that are restoration metrics, then
             ``metrics.names`` (or ``psnr_y``, ``ssim_y``); see ``trial.metric_registry.metric_set``.
+        per_image, images: the latest evaluation's scores per image (``{metric: [value per image]}``) and
+            the images' names in the same order, set by `score` and by the built-in training
+            (`record_per_image`); a sweep records them with a complete trial for paired comparisons.
     """
 
     def __init__(self, *, number: int, study_name: str, params: Mapping[str, Any], layer_config: Mapping[str, Any],
@@ -116,6 +125,8 @@ class Trial:
         self._last_step: int | None = None
         self._prune: str | None = None  # the pruner's reason, once it has stopped the trial
         self.report_seconds = 0.0  # time spent in the reporter (tracking, pruning): not training
+        self.per_image: dict[str, list[float]] = {}
+        self.images: list[str] = []
 
     @property
     def loss(self) -> PerceptualLoss:
@@ -166,12 +177,38 @@ class Trial:
         """The step of the last report (None before the first)."""
         return self._last_step
 
+    def record_per_image(self, per_image: Mapping[str, Sequence[float]], images: Sequence[str] | None = None) -> None:
+        """Keep the latest evaluation's scores per image, ``{metric: [value per image]}``, ``images`` naming
+        them in the same order (default: their positions, "0", "1", ...).
+
+        A sweep records them with the trial when it completes (user attributes ``per_image`` and
+        ``images``), for each metric whose per-image mean is the value the training returned: paired
+        comparisons of configs then block on the image.
+        """
+        values = {str(m): [float(v) for v in vs] for m, vs in per_image.items()}
+        n = len(next(iter(values.values()), []))
+        names = [str(i) for i in range(n)] if images is None else [str(name) for name in images]
+        uneven = [m for m, vs in values.items() if len(vs) != len(names)]
+        if uneven:
+            raise ValueError(f"record_per_image: {', '.join(uneven)} do not have one value per image "
+                             f"({len(names)} images)")
+        self.per_image, self.images = values, names
+
     def score(self, outputs: torch.Tensor | Sequence[torch.Tensor], targets: torch.Tensor | Sequence[torch.Tensor],
-              scale: int = 0) -> dict[str, float]:
+              scale: int = 0, images: Sequence[str] | None = None) -> dict[str, float]:
         """The metrics of ``self.scored`` (by default ``lpips``, ``psnr_y``, ``ssim_y``; ``haarpsi`` and the
         others when they are objectives or in ``metrics.names``), with the protocol of `layersearch score`
-        (see `score_images`)."""
-        return score_images(outputs, targets, scale, self._lpips.net, self._lpips.weights, self.scored)
+        (see `score_images`).
+
+        The values per image are kept too (`record_per_image`; ``images`` names the pairs in order, default
+        their positions): score the same validation images in the same order in every trial, and return
+        these means, for a sweep to record them.
+        """
+        from .score import mean_of, pair_scores  # scoring imports lpips and scikit-image: only when asked
+
+        rows = pair_scores(_pairs(outputs, targets), scale, self._lpips.net, self._lpips.weights, self.scored)
+        self.record_per_image({m: [row[m] for row in rows] for m in rows[0]}, images)
+        return mean_of(rows)
 
     def __repr__(self) -> str:
         return (f"Trial(number={self.number}, study={self.study_name!r}, steps={self.steps}, seed={self.seed}, "

@@ -15,6 +15,7 @@ decide its state:
 from __future__ import annotations
 
 import gc
+import math
 import time
 import traceback
 from collections.abc import Mapping
@@ -27,7 +28,7 @@ import torch
 from .handle import Trial, TrialFailed, metric_value
 from .train import NonFiniteLossError
 
-__all__ = ["Outcome", "final_values", "free_memory", "is_out_of_memory", "run_training"]
+__all__ = ["Outcome", "final_values", "free_memory", "is_out_of_memory", "per_image_values", "run_training"]
 
 # Allocation failures that are a trial's size, not a bug. The CUDA caching allocator raises
 # torch.cuda.OutOfMemoryError (torch >= 1.13; torch.OutOfMemoryError, new in 2.5, is the same class, so one
@@ -61,6 +62,10 @@ class Outcome:
     reason: str | None = None
     seconds: float = 0.0  # wall time of the training, time spent reporting (tracking, pruning) left out
     bug: BaseException | None = None  # an error in layersearch's own training: record it, then raise it
+    #: COMPLETE: the final scores per image, ``{metric: [value per image]}`` (`per_image_values`), and the
+    #: images' names in that order; empty when the training recorded none.
+    per_image: dict[str, list[float]] = field(default_factory=dict)
+    images: list[str] = field(default_factory=list)
 
 
 def final_values(result: Any, objectives: list[str]) -> dict[str, float]:
@@ -74,6 +79,16 @@ def final_values(result: Any, objectives: list[str]) -> dict[str, float]:
         got = ", ".join(values) or "nothing"
         raise TrialFailed(f"the training returned no value for objective(s) {', '.join(missing)} (it returned {got})")
     return values
+
+
+def per_image_values(trial: Trial, values: Mapping[str, float]) -> dict[str, list[float]]:
+    """The trial's recorded per-image scores of each metric whose mean is that metric's final value.
+
+    A user's training may have scored other images, or another checkpoint, last than the values it returned;
+    per-image values that do not average to the trial's value must not stand for it in a paired comparison.
+    """
+    return {m: vs for m, vs in trial.per_image.items()
+            if vs and m in values and math.isclose(sum(vs) / len(vs), values[m], rel_tol=1e-6, abs_tol=1e-9)}
 
 
 def _one_line(err: BaseException) -> str:
@@ -91,6 +106,8 @@ def run_training(training: Any, trial: Trial) -> Outcome:
             outcome = Outcome("PRUNED", reason=trial.prune_reason)
         else:
             outcome = Outcome("COMPLETE", final_values(result, trial.objectives))
+            outcome.per_image = per_image_values(trial, outcome.values)
+            outcome.images = list(trial.images) if outcome.per_image else []
     except optuna.TrialPruned as err:
         outcome = Outcome("PRUNED", reason=trial.prune_reason or str(err) or "pruned")
     except (TrialFailed, NonFiniteLossError) as err:

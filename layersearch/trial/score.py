@@ -70,15 +70,26 @@ def score_pair(metric: LPIPSMetric | None, pred: torch.Tensor, target: torch.Ten
     return {name: float(v[0]) for name, v in values.items()}
 
 
-def mean_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], scale: int, lpips_net: str = "alex",
-                lpips_weights: str = "imagenet", names: Sequence[str] | None = None) -> dict[str, float]:
-    """The mean of `score_pair` over ``(prediction, target)`` pairs: what `Trial.score` returns."""
+def pair_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], scale: int, lpips_net: str = "alex",
+                lpips_weights: str = "imagenet", names: Sequence[str] | None = None) -> list[dict[str, float]]:
+    """`score_pair` of each ``(prediction, target)`` pair, in order: the per-image values `mean_scores` averages
+    (`Trial.score` keeps them for paired comparisons blocked by image)."""
     if not pairs:
         raise DataError("nothing to score: no (output, target) pairs")
     names = score_names(names)
     metric = _lpips_for(names, lpips_net, lpips_weights)
-    rows = [score_pair(metric, pred, target, scale, names) for pred, target in pairs]
-    return {k: sum(row[k] for row in rows) / len(rows) for k in names}
+    return [score_pair(metric, pred, target, scale, names) for pred, target in pairs]
+
+
+def mean_of(rows: list[dict[str, float]]) -> dict[str, float]:
+    """Each metric's mean over `pair_scores` rows."""
+    return {k: sum(row[k] for row in rows) / len(rows) for k in rows[0]}
+
+
+def mean_scores(pairs: list[tuple[torch.Tensor, torch.Tensor]], scale: int, lpips_net: str = "alex",
+                lpips_weights: str = "imagenet", names: Sequence[str] | None = None) -> dict[str, float]:
+    """The mean of `score_pair` over ``(prediction, target)`` pairs: what `score_images` returns."""
+    return mean_of(pair_scores(pairs, scale, lpips_net, lpips_weights, names))
 
 
 def score_folders(pred_dir: str, target_dir: str, scale: int, lpips_net: str = "alex",

@@ -144,6 +144,8 @@ class Task:
         # LPIPS's backbone is loaded only for a metric that reads it: a run scored by piq and PSNR needs no
         # ImageNet AlexNet, and says nothing of LPIPS weights it never used.
         self.lpips: LPIPSMetric | None = None
+        #: ``{metric: [value per validation image]}`` of the latest `evaluate` (`mean_scores`).
+        self.last_per_image: dict[str, list[float]] = {}
         if lpips_graded(self.reported):
             self.lpips = LPIPSMetric(net=metrics.lpips.net, weights=metrics.lpips.weights).to(self.device)
         train = load_split(data, "train")
@@ -194,12 +196,17 @@ class Task:
         raise NotImplementedError
 
     def mean_scores(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]], ctx: MetricContext) -> dict[str, float]:
-        """Each of ``self.reported`` over ``(outputs, targets)`` batches, averaged over all images in float64."""
+        """Each of ``self.reported`` over ``(outputs, targets)`` batches, averaged over all images in float64.
+
+        The per-image values are kept in ``self.last_per_image`` (validation order, ``self.val_names``): paired
+        comparisons (``confirm``'s race) block on the image."""
         scores: dict[str, list[torch.Tensor]] = {name: [] for name in self.reported}
         for outputs, targets in batches:
             for name, values in compute_metrics(scores, outputs, targets, ctx).items():
                 scores[name].append(values.flatten().cpu())
-        return {k: float(torch.cat(v).double().mean()) for k, v in scores.items()}
+        per_image = {k: torch.cat(v).double() for k, v in scores.items()}
+        self.last_per_image = {k: v.tolist() for k, v in per_image.items()}
+        return {k: float(v.mean()) for k, v in per_image.items()}
 
     def baseline(self) -> dict[str, float] | None:
         """Scores of a no-learning reference (bicubic for SR), or None."""

@@ -169,6 +169,8 @@ class TrainResult:
     train_seconds: float = 0.0  # optimisation steps, data sampling included
     eval_seconds: float = 0.0  # validation scoring
     callback_seconds: float = 0.0  # time spent in the callback (tracking, pruning decisions)
+    #: The latest evaluation's scores per validation image (``task.val_names`` order), for paired comparisons.
+    per_image: dict[str, list[float]] = field(default_factory=dict)
 
 
 def train(
@@ -264,6 +266,7 @@ def train(
                 scores.update({f"train/{k}": v for k, v in zip(term_sums, means, strict=True)})
                 term_sums, terms_seen = {}, 0
                 result.metrics, result.steps = scores, step
+                result.per_image = dict(task.last_per_image)
                 result.history.append((step, dict(scores)))
                 bar.set_postfix({k: f"{v:.3g}" for k, v in scores.items() if k in task.reported or k == "train/total"})
                 if callback is not None:

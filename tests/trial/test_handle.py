@@ -14,9 +14,9 @@ from layersearch.trial.score import score_folders
 LAYERS = {"loss_net": {"arch": "vgg16", "weights": "random"}, "content_layers": {"relu1_2": 1.0}}
 
 
-def handle(tmp_path, reporter=None, **kwargs) -> Trial:
+def handle(tmp_path, reporter=None, objectives=("lpips",), **kwargs) -> Trial:
     return Trial(number=3, study_name="s", params={"use_relu1_2": True}, layer_config=LAYERS, steps=10, seed=1,
-                 device="cpu", dir=tmp_path / "t3", objectives=["lpips"], reporter=reporter,
+                 device="cpu", dir=tmp_path / "t3", objectives=objectives, reporter=reporter,
                  lpips=LpipsSettings(net="alex", weights="random"), **kwargs)
 
 
@@ -96,3 +96,44 @@ def test_score_uses_the_protocol_of_layersearch_score(tmp_path):
     # A list of differently sized pairs is scored pair by pair.
     mixed = handle(tmp_path).score([preds[0], preds[1, :, :48, :48]], [targets[0], targets[1, :, :48, :48]])
     assert set(mixed) == {"lpips", "psnr_y", "ssim_y"}
+
+
+def test_score_keeps_the_values_per_image_and_a_complete_outcome_carries_them(tmp_path):
+    from layersearch.trial.outcome import run_training
+
+    g = torch.Generator().manual_seed(1)
+    preds, targets = torch.rand(3, 3, 32, 32, generator=g), torch.rand(3, 3, 32, 32, generator=g)
+    t = handle(tmp_path, objectives=["psnr_y"], metric_names=["ssim_y"])  # no LPIPS: faster
+
+    def training(trial):
+        return trial.score(preds, targets, images=["a.png", "b.png", "c.png"])
+
+    outcome = run_training(training, t)
+    assert outcome.state == "COMPLETE" and outcome.images == ["a.png", "b.png", "c.png"]
+    assert set(outcome.per_image) == {"psnr_y", "ssim_y"}
+    for metric, values in outcome.per_image.items():
+        assert len(values) == 3 and sum(values) / 3 == pytest.approx(outcome.values[metric], rel=1e-12)
+        assert len(set(values)) == 3  # one value per image, not the mean repeated
+    # Names default to the pairs' positions.
+    t.score(preds[:2], targets[:2])
+    assert t.images == ["0", "1"] and len(t.per_image["psnr_y"]) == 2
+
+
+def test_per_image_values_that_do_not_average_to_the_returned_value_are_not_recorded(tmp_path):
+    from layersearch.trial.outcome import run_training
+
+    g = torch.Generator().manual_seed(2)
+    preds, targets = torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 3, 32, 32, generator=g)
+    t = handle(tmp_path, objectives=["psnr_y"], metric_names=["psnr_y"])
+
+    def training(trial):
+        scores = trial.score(preds, targets)
+        return {"psnr_y": scores["psnr_y"] + 1.0}  # another value than the scored images give
+
+    outcome = run_training(training, t)
+    assert outcome.state == "COMPLETE" and outcome.per_image == {} and outcome.images == []
+
+
+def test_record_per_image_needs_one_value_per_image(tmp_path):
+    with pytest.raises(ValueError, match="psnr_y do not have one value per image"):
+        handle(tmp_path).record_per_image({"psnr_y": [1.0, 2.0]}, ["a", "b", "c"])

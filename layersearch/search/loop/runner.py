@@ -184,6 +184,9 @@ def _run(trial: optuna.Trial, ctx: SweepContext) -> tuple[str, float]:
         f" (retry of {retry_of})" if retry_of is not None else "")
     if outcome.state == "COMPLETE":
         values = [outcome.values[m] for m in ctx.names]
+        if outcome.per_image:  # final scores per image (2 images x 3 metrics: small), for paired comparisons
+            trial.set_user_attr("per_image", outcome.per_image)
+            trial.set_user_attr("images", outcome.images)
         study.tell(trial, values)
         tracker.end_trial("COMPLETE", outcome.values)
         log(f"{label}: COMPLETE " + "  ".join(f"{m}={format_metric(m, v)}" for m, v in zip(ctx.names, values, strict=True)))
