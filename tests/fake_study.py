@@ -27,6 +27,15 @@ SR_SPACE = {
 }
 BASELINES = {"johnson_sr": ({"relu2_2": 1.0}, 0.0), "pixel": ({}, 1.0)}
 STEPS = (1, 2, 3)  # evaluation steps of a complete trial; pruned trials stop after the first or second
+# The offline demo's case as `configs` (10 complete trials, 6 terms, df 4): relu5_3 has 5 trials a side yet no
+# interval, because its estimate depends on trial #5 (with baselines=False), which the model fits exactly;
+# pixel_weight = 1 - [relu3_3 used], so the model drops it.
+DEMO_LIKE = [({"relu1_2": 1.0, "relu2_2": 1.0}, 1.0), ({"relu1_2": 1.0, "relu2_2": 1.0}, 1.0),
+             ({"relu1_2": 1.0, "relu5_3": 1.0}, 1.0), ({"relu1_2": 1.0, "relu2_2": 1.0}, 1.0),
+             ({"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu5_3": 1.0}, 0.0),
+             ({"relu1_2": 1.0, "relu2_2": 1.0, "relu5_3": 1.0}, 1.0),
+             ({"relu1_2": 1.0, "relu2_2": 1.0, "relu3_3": 1.0, "relu4_3": 1.0}, 0.0),
+             ({"relu5_3": 1.0}, 1.0), ({"relu5_3": 1.0}, 1.0), ({"relu2_2": 1.0}, 1.0)]
 
 
 def layer_config(layers: dict[str, float], pixel: float, weights: str = "random", arch: str = "vgg16") -> dict:
@@ -54,7 +63,8 @@ def fake_study(storage, name: str, n_complete: int, *, metrics=("lpips", "psnr_y
                effect: float = -0.05, noise: float = 0.01, n_pruned: int = 0, n_failed: int = 0,
                baselines: bool = True, seed: int = 0, repeats: bool = False, seed_noise: float | None = None,
                archs: dict[str, list[str]] | None = None, arch_effect: dict[str, float] | None = None,
-               seconds: dict[str, float] | None = None, lpips: str | None = None) -> optuna.Study:
+               seconds: dict[str, float] | None = None, lpips: str | None = None,
+               configs: list[tuple[dict[str, float], float]] | None = None) -> optuna.Study:
     """A study of ``n_complete`` complete SR trials where using ``effect_layer`` shifts lpips by ``effect``.
 
     lpips = 0.30 + effect * [effect_layer used] + arch_effect[arch] + noise * N(0, 1);
@@ -68,6 +78,8 @@ def fake_study(storage, name: str, n_complete: int, *, metrics=("lpips", "psnr_y
             list); trials pick one uniformly. ``arch_effect``: lpips shift per network.
         seconds: per network, how long each complete trial took (Optuna's start and end times).
         lpips: the study attribute ``lpips`` ("alex/imagenet"), as the sweep records it.
+        configs: ``(layers, pixel_weight)`` of the first trials after the baselines, in order, instead of
+            random ones: a fixed design for a case the random ones hit only by chance.
     """
     directions = {"lpips": "minimize", "psnr_y": "maximize", "ssim_y": "maximize"}
     study = optuna.create_study(study_name=name, storage=storage, directions=[directions[m] for m in metrics])
@@ -83,7 +95,8 @@ def fake_study(storage, name: str, n_complete: int, *, metrics=("lpips", "psnr_y
     if lpips:
         study.set_user_attr("lpips", lpips)
     rng = np.random.default_rng(seed)
-    configs = [(*BASELINES[b], "vgg16", b) for b in BASELINES] if baselines else []
+    fixed = [(layers, pixel, "vgg16", None) for layers, pixel in configs or []]
+    configs = ([(*BASELINES[b], "vgg16", b) for b in BASELINES] if baselines else []) + fixed
     while len(configs) < n_complete + n_pruned + n_failed:
         arch = str(rng.choice(list(archs))) if archs else "vgg16"
         names = archs[arch] if archs else SR_CANDIDATES

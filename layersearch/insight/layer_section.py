@@ -9,7 +9,20 @@ from collections.abc import Sequence
 
 from ..lossnet.registry import gram_ok
 from ..trial.metric_registry import format_metric
-from .effects import ALPHA, LEVEL, MIN_DF, MIN_PER_SIDE, TOO_FEW, EffectTable, LayerEffect, NetworkEffect
+from .effects import (
+    ALPHA,
+    EXACT_FIT,
+    FEW_DF,
+    FEW_ON_A_SIDE,
+    LEVEL,
+    MIN_DF,
+    MIN_PER_SIDE,
+    NO_SPREAD,
+    NOT_SEPARABLE,
+    EffectTable,
+    LayerEffect,
+    NetworkEffect,
+)
 from .layout import Block, Heading, Para, Table
 from .study_summary import StudySummary
 
@@ -37,25 +50,51 @@ def layer_label(row: LayerEffect, several_networks: bool) -> str:
 
 
 def _interval(metric: str, row) -> str:
+    """The interval, or "n/a: " and why there is none (a bare "n/a" would leave the reader guessing)."""
     if row.ci_low is None:
-        return "n/a"
+        return f"n/a: {row.note}" if row.note else "n/a"
     return f"[{format_metric(metric, row.ci_low, signed=True)}, {format_metric(metric, row.ci_high, signed=True)}]"
 
 
 def _effect(metric: str, row) -> str:
-    return (row.note or "n/a") if row.difference is None else format_metric(metric, row.difference, signed=True)
+    return "n/a" if row.difference is None else format_metric(metric, row.difference, signed=True)
 
 
 def _and(items: Sequence[str]) -> str:
     return ", ".join(items[:-1]) + " and " + items[-1] if len(items) > 1 else "".join(items)
 
 
+def _untested(table: EffectTable, what: str) -> list[str]:
+    """Why the rows without a test got none, one phrase per reason with its count (and the numbers where the
+    reason is the whole model's)."""
+    sides = "with it or without it" if what == "layer" else "on it or on the others"
+    phrases = {
+        FEW_ON_A_SIDE: lambda k: f"{k} had fewer than {MIN_PER_SIDE} trials {sides}",
+        FEW_DF: lambda k: (f"for {k}, the joint model of {table.n_terms} terms on {table.n_trials} "
+                           f"trials leaves {max(table.df, 0)} residual degree{'s' * (table.df != 1)} of freedom, "
+                           f"fewer than the {MIN_DF} needed"),
+        NOT_SEPARABLE: lambda k: f"{k} could not be separated from other terms (no trial tells them apart)",
+        EXACT_FIT: lambda k: (f"{k} had {'an estimate' if k == 1 else 'estimates'} depending on trials the model "
+                              "fits exactly, whose noise it cannot measure"),
+        NO_SPREAD: lambda k: f"{k} had no residual spread to measure noise with",
+    }
+    counts = {why: sum(r.p_value is None and r.why == why for r in table.rows) for why in phrases}
+    return [phrases[why](k) for why, k in counts.items() if k]
+
+
+def _tested(table: EffectTable, what: str) -> str:
+    """"3 layers tested", or, when none was, that none could be and why."""
+    if table.tested:
+        return f"{table.tested} {what}{'s' * (table.tested != 1)} tested"
+    return f"no {what} could be tested: " + "; ".join(_untested(table, what) or [f"no {what} was searched"])
+
+
 def _conclusion(table: EffectTable, label, what: str) -> str:
     good, bad = ("helps", "hurts") if what == "layer" else ("better", "worse")
     helps = [label(r) for r in table.rows if r.verdict == good]
     hurts = [label(r) for r in table.rows if r.verdict == bad]
-    unclear = sum(r.verdict == "unclear" for r in table.rows)
-    few = sum(r.verdict == TOO_FEW for r in table.rows)
+    unclear = sum(r.verdict == "unclear" and r.p_value is not None for r in table.rows)
+    untested = sum(r.p_value is None for r in table.rows)
     parts = []
     if helps:
         parts.append(f"{_and(helps)} help{'s' * (len(helps) == 1)}" if what == "layer"
@@ -67,8 +106,8 @@ def _conclusion(table: EffectTable, label, what: str) -> str:
         parts.append(f"not enough evidence to call any {what} helpful or harmful")
     if unclear and (helps or hurts):
         parts.append(f"not enough evidence either way for the other {unclear} tested")
-    if few:
-        parts.append(f"{few} had too few trials to test (fewer than {MIN_PER_SIDE} on a side)")
+    if untested:
+        parts.append(f"{untested} could not be tested ({'; '.join(_untested(table, what))}; each row says why)")
     return f"From {table.n_trials} trials: " + "; ".join(parts) + "."
 
 
@@ -106,9 +145,9 @@ def _method(summary: StudySummary, table: EffectTable) -> list[str]:
     rules = (
         f"Rules: a layer gets an interval only with at least {MIN_PER_SIDE} trials with it and {MIN_PER_SIDE} "
         f"without (on its network), and only when the model keeps at least {MIN_DF} residual degrees of freedom. "
-        f"A verdict, helps or hurts, needs the layer's two-sided p-value, Holm-adjusted over the {table.tested} "
-        f"layers tested here, below {ALPHA:.2f}: at most a {ALPHA:.0%} chance of any false call in the table, so "
-        f"an interval that barely excludes 0 can still read unclear. {CHECKED}")
+        f"A verdict, helps or hurts, needs the layer's two-sided p-value, Holm-adjusted over the layers tested "
+        f"({_tested(table, 'layer')}), below {ALPHA:.2f}: at most a {ALPHA:.0%} chance of any false call in the "
+        f"table, so an interval that barely excludes 0 can still read unclear. {CHECKED}")
     return [model, rules]
 
 
@@ -134,7 +173,7 @@ def effect_blocks(summary: StudySummary, table: EffectTable, step_table: EffectT
     blocks.append(Heading(f"At step {step_table.step}, {step_table.n_trials} trials (complete and pruned)", 3))
     blocks.append(Para(
         f"The same model on the {summary.metrics[0]} every complete and pruned trial reported at evaluation step "
-        f"{step_table.step} (df {step_table.df}, {step_table.tested} layers tested): the evidence pruned trials "
+        f"{step_table.step} (df {step_table.df}, {_tested(step_table, 'layer')}): the evidence pruned trials "
         "carry. An early value ranks configs imperfectly, so read it beside the table above. "
         + _conclusion(step_table, label, "layer")))
     blocks.append(Table(_headers(summary), _rows(summary, step_table)))
@@ -153,7 +192,7 @@ def network_blocks(summary: StudySummary, table: EffectTable | None,
         Para(f"Each loss network's complete trials against the others: its mean {metric} minus the average of the "
              f"other networks' means, adjusted for the non-layer searched quantities; a network is taken with the "
              f"layers the search tried on it. Same interval, minimum ({MIN_PER_SIDE} trials a side) and Holm rule "
-             f"as above ({table.tested} networks tested). " + _conclusion(table, lambda r: r.arch, "network")),
+             f"as above ({_tested(table, 'network')}). " + _conclusion(table, lambda r: r.arch, "network")),
         Table(["network", "trials", f"median {metric}", "effect vs the others", f"{LEVEL:.0%} interval",
                "p (Holm)", "verdict", "median s per trial"],
               [[r.arch, str(r.n), format_metric(metric, r.median), _effect(metric, r), _interval(metric, r),

@@ -10,9 +10,19 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from fake_study import DEMO_LIKE, fake_study
 
-from layersearch.insight.effects import MIN_PER_SIDE, layer_effects, network_effects
-from layersearch.insight.study_summary import CandidateLayer, StudySummary
+from layersearch.insight.effects import (
+    EXACT_FIT,
+    FEW_DF,
+    FEW_ON_A_SIDE,
+    MIN_PER_SIDE,
+    NOT_SEPARABLE,
+    layer_effects,
+    network_effects,
+)
+from layersearch.insight.layer_section import effect_blocks
+from layersearch.insight.study_summary import CandidateLayer, StudySummary, summarize_study
 
 LAYERS = ["relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3"]
 N_STUDIES = 200
@@ -153,9 +163,59 @@ def test_too_few_trials_gives_no_interval_and_says_so():
     y = 0.3 + 0.01 * np.random.default_rng(0).standard_normal(12)
     rows = {r.layer: r for r in layer_effects(summary_of(), trials_of(use, np.zeros(12)), y).rows}
     assert rows["relu1_2"].verdict == "too few trials" and rows["relu1_2"].ci_low is None
-    assert rows["relu1_2"].note == "too few trials (4 with / 8 without)"
-    assert rows["relu5_3"].note == "too few trials (0 with / 12 without)"
-    assert rows["relu2_2"].ci_low is not None  # 6 / 6 on a model with enough residual df
+    assert rows["relu1_2"].note == "only 4 trials with it (5 needed on each side)"
+    assert rows["relu5_3"].note == "used in none of the 12 trials"
+    assert rows["relu1_2"].why == rows["relu5_3"].why == FEW_ON_A_SIDE
+    assert rows["relu2_2"].ci_low is not None and rows["relu2_2"].note == ""  # 6 / 6, enough residual df
+
+
+def test_a_layer_with_enough_trials_but_no_interval_says_which_trial_stops_it():
+    study = fake_study(None, "demo", 10, metrics=("lpips",), baselines=False, configs=DEMO_LIKE)
+    table = layer_effects(summarize_study(study))
+    assert (table.n_trials, table.n_terms, table.df, table.tested) == (10, 6, 4, 0)
+    rows = {r.layer: r for r in table.rows}
+    deep = rows["relu5_3"]
+    assert (deep.n_with, deep.n_without) == (5, 5) and deep.difference is not None and deep.ci_low is None
+    assert deep.why == EXACT_FIT
+    assert deep.note == ("the estimate depends on trial #5, whose mix of layers and settings no other trials "
+                         "reproduce, so the model fits it exactly and cannot measure its noise")
+    assert rows["relu1_2"].note == "only 3 trials without it (5 needed on each side)"
+    assert rows["relu4_3"].note == "only 1 trial with it (5 needed on each side)"
+    assert all(r.note for r in table.rows)  # every row without an interval says why
+
+    # The reason is the real one: a second trial with #5's config gives relu5_3 an interval.
+    again = fake_study(None, "again", 11, metrics=("lpips",), baselines=False, configs=[*DEMO_LIKE, DEMO_LIKE[5]])
+    row = next(r for r in layer_effects(summarize_study(again)).rows if r.layer == "relu5_3")
+    assert row.ci_low is not None and row.note == "" and row.why == ""
+
+
+def test_too_few_residual_degrees_of_freedom_gives_the_numbers():
+    """10 trials, 9 terms (5 layers, pixel and TV weight, two criteria): df 1, below MIN_DF."""
+    rng = np.random.default_rng(3)
+    use = rng.random((10, len(LAYERS))) < 0.5
+    use[:, 0] = np.arange(10) < 5
+    trials = trials_of(use, rng.choice([0.0, 1.0], size=10))
+    for i, t in enumerate(trials):
+        t.user_attrs["layer_config"].update(tv_weight=float(rng.random()), criterion=("mse", "l1")[i % 2])
+    table = layer_effects(summary_of(), trials, 0.3 + 0.01 * rng.standard_normal(10))
+    assert (table.n_terms, table.df, table.tested) == (9, 1, 0)
+    row = next(r for r in table.rows if r.layer == "relu1_2")
+    assert row.ci_low is None and row.why == FEW_DF and row.verdict == "too few trials"
+    assert row.note == "the joint model has too few residual degrees of freedom (10 trials, 9 terms: df 1, 3 needed)"
+    text = " ".join(getattr(block, "text", "") for block in effect_blocks(summary_of(), table, "none"))
+    assert "Holm-adjusted over the 0 layers" not in text
+    assert ("no layer could be tested: 4 had fewer than 5 trials with it or without it; for 1, the joint model of 9 "
+            "terms on 10 trials leaves 1 residual degree of freedom, fewer than the 3 needed") in text
+
+
+def test_a_layer_always_chosen_with_another_is_named():
+    use = np.zeros((12, len(LAYERS)), dtype=bool)
+    use[:, 0] = use[:, 1] = np.arange(12) % 2 == 0  # relu1_2 and relu2_2 always together
+    use[:, 2] = np.arange(12) % 3 == 0
+    y = 0.3 + 0.01 * np.random.default_rng(0).standard_normal(12)
+    rows = {r.layer: r for r in layer_effects(summary_of(), trials_of(use, np.zeros(12)), y).rows}
+    assert rows["relu2_2"].why == NOT_SEPARABLE and rows["relu2_2"].difference is None
+    assert rows["relu2_2"].note == "used in exactly the same trials as relu1_2, so the two cannot be told apart"
 
 
 def test_layers_of_each_network_are_their_own_candidates_and_networks_are_compared():

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from fake_study import fake_study
+from fake_study import DEMO_LIKE, fake_study
 from helpers import one_error_line, smoke
 
 from layersearch.cli import main
@@ -89,9 +89,28 @@ def test_bad_step_share_is_one_line(tmp_path, capsys):
 
 def test_small_study_gives_no_verdict_and_says_why(tmp_path):
     md = (build_report(make(tmp_path, 7, metrics=("lpips",))).out_dir / "report.md").read_text()
-    assert "too few trials (" in md
+    assert "trials with it (5 needed on each side) |" in md or "trials without it (5 needed on each side) |" in md
     assert "not enough evidence to call any layer helpful or harmful" in md
     assert "| helps |" not in md and "| hurts |" not in md
+
+
+def test_every_row_without_an_interval_says_why_and_no_test_is_not_0_tested(tmp_path):
+    """The offline demo's report said "Holm-adjusted over the 0 layers tested here" over a bare n/a interval
+    for a layer with 5 trials a side (10 trials, 6 terms, df 4)."""
+    folder = build_report(make(tmp_path, 10, metrics=("lpips",), baselines=False, configs=DEMO_LIKE)).out_dir
+    md = (folder / "report.md").read_text()
+    section = md[md.index("## Per-layer effect"):md.index("## Importance")]
+    assert "0 layers tested" not in section
+    assert ("Holm-adjusted over the layers tested (no layer could be tested: 4 had fewer than 5 trials with it or "
+            "without it; 1 had an estimate depending on trials the model fits exactly, whose noise it cannot "
+            "measure)") in section
+    assert ("| relu5_3 | 5 / 5 |" in section and "| n/a: the estimate depends on trial #5, whose mix of layers and "
+            "settings no other trials reproduce, so the model fits it exactly and cannot measure its noise |") in section
+    assert "| n/a: only 1 trial with it (5 needed on each side) |" in section
+    intervals = [line.split(" | ")[4] for line in section.splitlines() if line.startswith("| relu")]
+    assert len(intervals) == 5 and all(cell.startswith("n/a: ") for cell in intervals)  # never a bare n/a
+    assert "5 could not be tested (" in section and "not enough evidence either way" not in section
+    assert "ci90_low" in (folder / "layers.csv").read_text()
 
 
 def test_several_networks_each_layer_per_network_costs_and_a_self_graded_warning(tmp_path):
