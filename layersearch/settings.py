@@ -300,6 +300,7 @@ class ConfirmSettings:
     steps: int | None = _at_least(1)
     eval_every: int | None = _at_least(1)
     alpha: float
+    first_test: int = _at_least(2)
 
 
 @dataclass(frozen=True)

@@ -186,7 +186,17 @@ class _Report:
             f"Short-run vs long-run rank agreement over {corr.get('n')} configs: Spearman {_fmt(corr.get('spearman'), 3)}, "
             f"Kendall {_fmt(corr.get('kendall'), 3)}. Winner at the longer budget: "
             f"{labels_of(data).get(data.get('winner'), data.get('winner'))}."))
-        comps = data.get("comparisons") or []
+        race = data.get("race")
+        if race:
+            # confirm's race: one verdict per config on the primary objective, with the blocks it rests on.
+            self.blocks.append(Para(
+                f"The race on {race.get('primary')} ({race.get('blocks')} blocks, alpha {race.get('alpha')}): "
+                f"{race.get('runs')} of {race.get('runs_max')} runs trained, {race.get('runs_saved')} saved by "
+                "dropping configs worse than the best."))
+            self.blocks.append(Table(["config", "verdict"],
+                                     [[c.get("label", c.get("key")), (c.get("verdict") or {}).get("text", "")]
+                                      for c in sorted(data.get("configs", []), key=lambda c: c.get("long_rank") or 1e9)]))
+        comps = data.get("comparisons") or []  # confirm.json written before the race: Welch's test over seeds
         if comps:
             labels = labels_of(data)
             level = 100 * (1 - float(comps[0].get("alpha", 0.05)))  # confirm's CI is at 1 - confirm.alpha

@@ -7,6 +7,7 @@ import json
 import statistics
 
 import mlflow
+import numpy as np
 import optuna
 import pytest
 import yaml
@@ -14,7 +15,6 @@ from helpers import one_error_line, smoke
 
 from layersearch.cli import main
 from layersearch.insight import confirm
-from layersearch.insight.stats import welch_test
 from layersearch.search.tracking import StudyTracker
 from layersearch.settings import settings_to_dict
 from layersearch.trial.train import precision_used, resolve_device
@@ -97,49 +97,84 @@ def _candidate(key, trial, baseline, short):
     return confirm.Candidate(key, trial, baseline, f"#{trial} x", layers("relu2_2"), short)
 
 
-def test_summary_numbers_from_known_seed_results():
-    settings = confirm.ConfirmPlan(top_k=2, seeds=(0, 1, 2), steps=40, eval_every=20, alpha=0.05)
+def _rows(lpips, psnr, images=4, spread=0.02, seed=0):
+    """Per-seed rows with per-image scores around the given per-seed means (a fixed image pattern plus noise)."""
+    rng = np.random.default_rng(seed)
+    pattern = np.linspace(-1, 1, images)
+    rows = []
+    for s, (lp, ps) in enumerate(zip(lpips, psnr, strict=True)):
+        lp_images = lp + spread * pattern + rng.normal(0, spread / 10, images)
+        ps_images = ps + 10 * spread * pattern + rng.normal(0, spread, images)
+        rows.append({"seed": s, "lpips": float(lp_images.mean()), "psnr_y": float(ps_images.mean()),
+                     "per_image": {"lpips": lp_images.tolist(), "psnr_y": ps_images.tolist()},
+                     "images": [f"img{i}.png" for i in range(images)]})
+    return rows
+
+
+def test_summary_races_on_per_image_blocks_and_says_each_verdict():
+    plan = confirm.ConfirmPlan(top_k=2, seeds=(0, 1, 2), steps=40, eval_every=20, alpha=0.05, first_test=5)
     objectives = [("lpips", MIN), ("psnr_y", MAX)]
     candidates = [_candidate("trial_3", 3, None, {"lpips": 0.10, "psnr_y": 18.0}),
                   _candidate("trial_1", 1, None, {"lpips": 0.20, "psnr_y": 22.0}),
-                  _candidate("trial_0", 0, "johnson_sr", {"lpips": 0.30, "psnr_y": 20.0})]
-    runs = {"trial_3": ([0.22, 0.24, 0.23], [25.0, 25.4, 25.2]),  # long-run order: 1, 3, 0 (short: 3, 1, 0)
-            "trial_1": ([0.10, 0.12, 0.11], [26.0, 26.5, 26.1]),
-            "trial_0": ([0.30, 0.31, 0.29], [26.0, 26.6, 25.9])}
-    per_seed = {key: [{"seed": s, "lpips": lp, "psnr_y": ps} for s, lp, ps in zip((0, 1, 2), *values, strict=True)]
-                for key, values in runs.items()}
-    per_seed["trial_0"].append({"seed": 3, "failed": "training loss became nan at step 9"})
-    out = confirm.summarise("s", True, settings, objectives, candidates, per_seed)
+                  _candidate("trial_0", 0, "johnson_sr", {"lpips": 0.30, "psnr_y": 20.0}),
+                  _candidate("trial_7", 7, None, {"lpips": 0.25, "psnr_y": 21.0})]
+    per_seed = {"trial_3": _rows([0.105, 0.104, 0.106], [25.0, 25.4, 25.2], seed=1),  # about #1's equal
+                "trial_1": _rows([0.110, 0.112, 0.109], [26.0, 26.5, 26.1], seed=2),
+                # far worse: dropped after the second seed, never trained with the third
+                "trial_0": _rows([0.300, 0.299], [26.0, 26.6], seed=3),
+                "trial_7": _rows([0.20], [21.0], seed=4) + [{"seed": 1, "failed": "training loss became nan at step 9"}]}
+    out = confirm.summarise("s", True, plan, objectives, candidates, per_seed)
 
     assert set(out) >= {"study", "random_weights", "steps", "seeds", "primary", "objectives", "configs",
-                        "rank_correlation", "winner", "comparisons"}
+                        "rank_correlation", "winner", "race", "test_description"}
     assert (out["study"], out["random_weights"], out["steps"], out["seeds"], out["primary"]) == ("s", True, 40, [0, 1, 2], "lpips")
-    assert out["objectives"] == [["lpips", "minimize"], ["psnr_y", "maximize"]]
     by_key = {c["key"]: c for c in out["configs"]}
-    assert set(by_key["trial_3"]) >= {"key", "trial", "baseline", "label", "layer_config", "short_run", "mean", "std",
-                                      "n_seeds", "long_rank"}
-    assert by_key["trial_1"]["mean"]["lpips"] == pytest.approx(0.11)
-    assert by_key["trial_1"]["std"]["lpips"] == pytest.approx(0.01)  # sample std (n - 1)
-    assert by_key["trial_1"]["std"]["psnr_y"] == pytest.approx(statistics.stdev([26.0, 26.5, 26.1]))
-    assert by_key["trial_0"]["n_seeds"] == 3  # the diverged seed is left out of the means
-    assert [by_key[k]["long_rank"] for k in ("trial_3", "trial_1", "trial_0")] == [2, 1, 3]
-    # Short order (3, 1, 0) vs long order (1, 3, 0): one swap among three -> Spearman 0.5, Kendall 1/3.
-    assert out["rank_correlation"]["spearman"] == pytest.approx(0.5)
-    assert out["rank_correlation"]["kendall"] == pytest.approx(1 / 3)
-    assert out["rank_correlation"]["n"] == 3
-    assert (out["winner"], out["short_run_winner"]) == ("trial_1", "trial_3")
+    assert by_key["trial_1"]["mean"]["lpips"] == pytest.approx(statistics.fmean(r["lpips"] for r in per_seed["trial_1"]))
+    assert by_key["trial_1"]["std"]["psnr_y"] == pytest.approx(statistics.stdev(r["psnr_y"] for r in per_seed["trial_1"]))
+    assert by_key["trial_0"]["n_seeds"] == 2 and by_key["trial_7"]["n_seeds"] == 1
 
-    assert [(c["baseline"], c["metric"]) for c in out["comparisons"]] == [("johnson_sr", "lpips"), ("johnson_sr", "psnr_y")]
-    lp, ps = out["comparisons"]
-    expected = welch_test(runs["trial_1"][0], runs["trial_0"][0])
-    assert lp["difference"] == pytest.approx(0.11 - 0.30)
-    assert (lp["p_value"], lp["ci_low"], lp["ci_high"]) == (
-        pytest.approx(expected.p_value), pytest.approx(expected.ci_low), pytest.approx(expected.ci_high))
-    assert (lp["better_if"], lp["test"], lp["verdict"]) == ("lower", "welch_t", "better beyond seed noise")
-    assert (ps["better_if"], ps["verdict"]) == ("higher", "not distinguishable at 3 seeds")
+    race = out["race"]
+    assert (race["blocks"], race["images"], race["looks"], race["alpha"], race["first_test"]) == ("seed x image", 4, 2, 0.05, 5)
+    assert race["level"] == pytest.approx(0.025)
+    assert (race["runs"], race["runs_max"], race["runs_saved"]) == (10, 12, 2)
+    verdicts = {k: c["verdict"] for k, c in by_key.items()}
+    assert out["winner"] == "trial_3" and verdicts["trial_3"]["status"] == "best"
+    assert verdicts["trial_3"]["text"] == "best (12 blocks = 3 seeds x 4 images)"
+    worse = verdicts["trial_0"]
+    assert (worse["status"], worse["versus"], worse["blocks"], worse["round"]) == ("worse", "trial_3", 8, 1)
+    assert worse["p_value"] < race["level"] and worse["difference"] > 0.15
+    assert worse["text"].startswith("worse than #3 (lpips +0.19") and worse["text"].endswith(
+        f"p={worse['p_value']:.3g}, 8 blocks = 2 seeds x 4 images)")
+    same = verdicts["trial_1"]
+    assert (same["status"], same["versus"], same["blocks"]) == ("open", "trial_3", 12)
+    assert same["text"].startswith("not distinguishable from #3 with this budget (lpips ")
+    assert verdicts["trial_7"]["text"] == "failed at seed 1, left the race (training loss became nan at step 9)"
+    # The race's order: survivors by mean (#3, #1), then the dropped #0, then the failed #7.
+    assert [by_key[k]["long_rank"] for k in ("trial_3", "trial_1", "trial_0", "trial_7")] == [1, 2, 3, 4]
+    # Short order by lpips of the ranked non-failed configs: 3, 1, 0 = the race's order.
+    assert (out["rank_correlation"]["spearman"], out["rank_correlation"]["n"]) == (pytest.approx(1.0), 3)
+    assert (out["winner"], out["short_run_winner"]) == ("trial_3", "trial_3")
+
     text = confirm.render_markdown(out)
-    assert "RANDOM WEIGHTS" in text and "better beyond seed noise" in text and "#1 x" in text
-    assert "training loss became nan" in text
+    assert "RANDOM WEIGHTS" in text and worse["text"] in text and "the race saved 2" in text
+    assert "training loss became nan" in text and "a block is one (seed, validation image) pair" in text
+    lines = confirm.summary_lines(out)
+    assert f"  #0 x: {worse['text']}" in lines and "winner: #3 x" in lines
+    assert "10 of 12 runs trained; the race saved 2 (configs out of the race train no more seeds)" in lines
+
+
+def test_a_training_without_per_image_scores_races_on_seeds_and_says_so():
+    plan = confirm.ConfirmPlan(top_k=2, seeds=tuple(range(6)), steps=40, eval_every=20, alpha=0.05, first_test=5)
+    candidates = [_candidate("trial_1", 1, None, {"lpips": 0.2}), _candidate("trial_0", 0, "pixel", {"lpips": 0.3})]
+    rng = np.random.default_rng(5)
+    per_seed = {"trial_1": [{"seed": s, "lpips": 0.2 + rng.normal(0, 0.01)} for s in range(6)],
+                "trial_0": [{"seed": s, "lpips": 0.3 + rng.normal(0, 0.01)} for s in range(6)]}
+    out = confirm.summarise("s", False, plan, [("lpips", MIN)], candidates, per_seed)
+    assert (out["race"]["blocks"], out["race"]["images"], out["race"]["looks"]) == ("seed", 1, 2)
+    assert "a block is one seed (this training reports mean scores only" in out["test_description"]
+    verdict = {c["key"]: c["verdict"] for c in out["configs"]}["trial_0"]
+    assert verdict["status"] == "worse" and verdict["text"].endswith("5 blocks = seeds)")
+    assert out["winner"] == "trial_1"
 
 
 # --- bad input: one line, exit 2, nothing written ------------------------------------------------------
@@ -158,6 +193,7 @@ def _nothing_written(root, name="s"):
     (["confirm.steps=0"], "confirm.steps must be >= 1"),
     (["confirm.steps=abc"], "confirm.steps must be a whole number >= 1, got 'abc'"),
     (["confirm.alpha=2"], "confirm.alpha must be a number between 0 and 1"),
+    (["confirm.first_test=1"], "confirm.first_test must be >= 2 (a paired test needs two blocks), got 1"),
     (["task=style"], "was run with task layersearch.trial.tasks.SuperResolution"),
     (["search_space=sr_vgg19_pre_post"], "was run with search_space=sr_relu"),
     (["study.name=nope", "study.storage=sqlite:///{root}/studies/s/optuna.db"], "no study named 'nope'"),
@@ -224,8 +260,9 @@ def _complete_jobs(root, name="s"):
 @pytest.mark.slow
 def test_confirm_runs_records_resumes_with_more_seeds_and_exports(tmp_path, capsys, monkeypatch):
     make_study(tmp_path, PIXEL_TRIALS)
+    # first_test above any block count: no config leaves the race, so every seed runs (the resume counts runs).
     base = ["preset=smoke", f"paths.studies_dir={tmp_path}/studies", "study.name=s", "confirm.top_k=1",
-            "confirm.steps=2"]
+            "confirm.first_test=1000", "confirm.steps=2"]
     assert main(["confirm", *base, "confirm.seeds=2"]) == 0
     out = capsys.readouterr().out
     assert "RANDOM WEIGHTS" in out and "winner: #" in out
@@ -241,9 +278,13 @@ def test_confirm_runs_records_resumes_with_more_seeds_and_exports(tmp_path, caps
     assert by_key["trial_1"]["mean"]["lpips"] == pytest.approx(
         statistics.fmean(done["trial_1", s].values[0] for s in (0, 1)))
     assert by_key["trial_1"]["n_seeds"] == 2 and by_key["trial_1"]["per_seed"][0]["curve"][-1][0] == 2
-    # The winner is compared with every baseline but itself, on both objectives.
-    expected = [("pixel", "lpips"), ("pixel", "psnr_y")] if summary["winner"] == "trial_1" else []
-    assert [(c["baseline"], c["metric"]) for c in summary["comparisons"]] == expected
+    # The built-in training's per-image scores reach each seed's row; their mean is the run's score.
+    row = by_key["trial_1"]["per_seed"][0]
+    assert len(row["per_image"]["lpips"]) == len(row["images"]) == summary["race"]["images"] > 1
+    assert statistics.fmean(row["per_image"]["lpips"]) == pytest.approx(row["lpips"])
+    assert summary["race"]["looks"] == 0 and summary["race"]["runs_saved"] == 0
+    statuses = sorted(c["verdict"]["status"] for c in summary["configs"])
+    assert statuses == ["best", "open"] and summary["winner"] in by_key
     assert (tmp_path / "studies/s/confirm/confirm.md").read_text().startswith("# Confirmation of study s\n\n**RANDOM")
 
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/studies/mlflow.db")
@@ -296,3 +337,43 @@ def test_confirm_runs_records_resumes_with_more_seeds_and_exports(tmp_path, caps
     assert {k: exported[k] for k in winner["layer_config"]} == winner["layer_config"]
     assert main(["export", *base, "export.source=confirm", "export.pareto=true"]) == 2
     assert "export.source=confirm writes one config" in one_error_line(capsys)
+
+
+def test_the_queue_holds_only_the_seeds_the_race_still_needs(tmp_path):
+    # The jobs study driven by hand: runs "finish" with per-image scores; a far worse config gets no more seeds.
+    from layersearch.insight.confirm.run import advance
+
+    url = f"sqlite:///{tmp_path}/jobs.db"
+    jobs = optuna.create_study(study_name="s.confirm", storage=url, directions=[MIN])
+    plan = confirm.ConfirmPlan(top_k=2, seeds=(0, 1, 2, 3), steps=4, eval_every=2, alpha=0.05, first_test=5)
+    candidates = [_candidate("trial_1", 1, None, {"lpips": 0.2}), _candidate("trial_2", 2, None, {"lpips": 0.25}),
+                  _candidate("trial_0", 0, "pixel", {"lpips": 0.3})]
+    level = {"trial_1": 0.1, "trial_2": 0.1, "trial_0": 0.5}
+    rng = np.random.default_rng(6)
+
+    def finish_queued():
+        for _ in jobs.get_trials(states=(optuna.trial.TrialState.WAITING,)):
+            trial = jobs.ask()
+            key = trial.user_attrs["confirm_key"]
+            scores = (level[key] + np.linspace(0, 0.05, 3) + rng.normal(0, 0.002, 3)).tolist()
+            trial.set_user_attr("per_image", {"lpips": scores})
+            trial.set_user_attr("images", ["a", "b", "c"])
+            jobs.tell(trial, [float(np.mean(scores))])
+
+    def queued():
+        return sorted((t.user_attrs["confirm_key"], t.user_attrs["seed"])
+                      for t in jobs.get_trials(states=(optuna.trial.TrialState.WAITING,)))
+
+    state = advance(jobs, url, plan, [("lpips", MIN)], candidates)
+    assert not state.finished and queued() == sorted((c.key, s) for c in candidates for s in (0, 1))
+    finish_queued()
+    state = advance(jobs, url, plan, [("lpips", MIN)], candidates)
+    # 2 seeds x 3 images = 6 blocks: the first look dropped the pixel baseline; seed 2 is for the other two.
+    assert state.verdicts["trial_0"].status == "worse" and state.verdicts["trial_0"].blocks == 6
+    assert queued() == [("trial_1", 2), ("trial_2", 2)]
+    assert advance(jobs, url, plan, [("lpips", MIN)], candidates).rounds_done == 2 and len(queued()) == 2  # once
+    finish_queued()
+    advance(jobs, url, plan, [("lpips", MIN)], candidates)
+    finish_queued()
+    state = advance(jobs, url, plan, [("lpips", MIN)], candidates)
+    assert state.finished and queued() == [] and len(jobs.trials) == 10  # 12 at most, 2 saved

@@ -101,7 +101,13 @@ def test_a_killed_confirm_resumes_and_runs_only_the_remaining_jobs(swept, tmp_pa
     assert summary["random_weights"] is True and summary["steps"] == 8 and summary["seeds"] == [0, 1]
     assert {c["key"] for c in summary["configs"]} == {key for key, _ in complete}
     assert all(c["n_seeds"] == 2 and c["std"] and c["long_rank"] for c in summary["configs"])
-    assert summary["comparisons"] and all(c["test"] == "welch_t" for c in summary["comparisons"])
+    # Two seeds are both the first round a test can happen and the last: every config ran both, each has a verdict.
+    assert summary["race"]["runs"] == 6 and summary["race"]["runs_saved"] == 0
+    assert summary["race"]["blocks"] == "seed x image" and summary["race"]["images"] > 1
+    assert sum(c["verdict"]["status"] == "best" for c in summary["configs"]) == 1
+    assert all(c["verdict"]["text"] for c in summary["configs"])
+    assert all(len(r["per_image"]["lpips"]) == len(r["images"]) == summary["race"]["images"]
+               for c in summary["configs"] for r in c["per_seed"])
     assert (tmp_path / "studies/s1/confirm/confirm.md").read_text().count("RANDOM WEIGHTS") == 1
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path}/studies/mlflow.db")
     experiment = client.get_experiment_by_name("s1")

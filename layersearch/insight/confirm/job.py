@@ -127,6 +127,12 @@ def run_job(jobs: optuna.Study, trial: optuna.Trial, ctx: JobContext) -> tuple[s
         return "FAIL", outcome.seconds
     values = {m: outcome.values[m] for m in names}
     trial.set_user_attr("metrics", {k: v for k, v in outcome.values.items() if not k.startswith("train/")})
+    # The final scores per validation image, for the race's (seed, image) blocks: the built-in training and a
+    # user's training that scores through Trial.score record them (only values that average to the run's own).
+    per_image = {m: outcome.per_image[m] for m in names if m in outcome.per_image}
+    if names[0] in per_image:
+        trial.set_user_attr("per_image", per_image)
+        trial.set_user_attr("images", outcome.images)
     trial.set_user_attr("seconds", outcome.seconds)
     try:
         jobs.tell(trial, list(values.values()))

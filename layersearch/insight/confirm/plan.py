@@ -32,13 +32,15 @@ class ConfirmError(LayersearchError, ValueError):
 
 @dataclass(frozen=True)
 class ConfirmPlan:
-    """The confirmation's budget: which seeds, how many steps, how often to evaluate, the test's level."""
+    """The confirmation's budget: which seeds, how many steps, how often to evaluate; the race's level and the
+    blocks it waits for before its first test."""
 
     top_k: int
     seeds: tuple[int, ...]
     steps: int
     eval_every: int
     alpha: float
+    first_test: int = 5
 
 
 def _whole(value: Any, key: str, minimum: int, why: str = "") -> int:
@@ -69,7 +71,8 @@ def read_plan(settings: Settings) -> ConfirmPlan:
     alpha = conf.alpha
     if not 0 < alpha < 1:
         raise ConfirmError(f"confirm.alpha must be a number between 0 and 1, got {alpha!r}")
-    return ConfirmPlan(top_k, tuple(range(first, first + n_seeds)), steps, eval_every, alpha)
+    first_test = _whole(conf.first_test, "confirm.first_test", 2, " (a paired test needs two blocks)")
+    return ConfirmPlan(top_k, tuple(range(first, first + n_seeds)), steps, eval_every, alpha, first_test)
 
 
 @dataclass(frozen=True)

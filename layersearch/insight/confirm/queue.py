@@ -85,12 +85,12 @@ def check_budget(jobs: optuna.Study, plan: ConfirmPlan, trainer: TrainerSettings
                            f"`optuna delete-study --study-name {jobs.study_name} --storage {redact(url)}`")
 
 
-def enqueue_missing(jobs: optuna.Study, candidates: Sequence[Candidate], plan: ConfirmPlan) -> int:
+def enqueue_missing(jobs: optuna.Study, candidates: Sequence[Candidate], seeds: Sequence[int]) -> int:
     """Queue every (config, seed) job that has no live, finished or diverged trial; return how many."""
     settled = {job_of(t) for t in jobs.get_trials(deepcopy=False) if _settled(t)}
     queued = 0
     for c in candidates:
-        for seed in plan.seeds:
+        for seed in seeds:
             if (c.key, seed) not in settled:
                 jobs.enqueue_trial({}, user_attrs={KEY: c.key, SEED: seed, "trial": c.trial, "baseline": c.baseline,
                                                    "label": c.label, "layer_config": c.layer_config,
@@ -134,7 +134,8 @@ def claim(jobs: optuna.Study, url: str) -> optuna.Trial | None:
 
 
 def per_seed(jobs: optuna.Study, names: Sequence[str]) -> dict[str, list[dict[str, Any]]]:
-    """config key -> one row per finished seed (values and curve, or ``failed``: reason), seeds in order."""
+    """config key -> one row per finished seed (values, curve and, where the training gives them, ``per_image``
+    scores and ``images`` names; or ``failed``: reason), seeds in order."""
     rows: dict[str, dict[int, dict[str, Any]]] = {}
     for t in jobs.get_trials(deepcopy=False):
         job = job_of(t)
@@ -142,7 +143,10 @@ def per_seed(jobs: optuna.Study, names: Sequence[str]) -> dict[str, list[dict[st
             continue
         if t.state == TrialState.COMPLETE:
             metrics = {**t.user_attrs.get("metrics", {}), **dict(zip(names, t.values, strict=True))}
-            rows.setdefault(job[0], {})[job[1]] = {"seed": job[1], **metrics, "curve": t.user_attrs.get("curve", [])}
+            row = {"seed": job[1], **metrics, "curve": t.user_attrs.get("curve", [])}
+            if t.user_attrs.get("per_image"):
+                row.update(per_image=t.user_attrs["per_image"], images=t.user_attrs.get("images", []))
+            rows.setdefault(job[0], {})[job[1]] = row
         elif failed_result(t):
             rows.setdefault(job[0], {})[job[1]] = {"seed": job[1], "failed": t.user_attrs.get("fail_reason", "")}
     return {key: [by_seed[s] for s in sorted(by_seed)] for key, by_seed in rows.items()}

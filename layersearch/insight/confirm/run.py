@@ -1,8 +1,11 @@
 """`layersearch confirm`: does the short-run winner still win at a longer budget, beyond seed noise?
 
-The study's top-k complete trials and its literature baselines are retrained from scratch for
-``confirm.steps`` steps with ``confirm.seeds`` seeds each (generator init and batch order), on the same task,
-data, trainer and metrics. Each (config, seed) run is a *job*.
+The study's top-k complete trials and its literature baselines are raced: retrained from scratch for
+``confirm.steps`` steps, seed round by seed round (generator init and batch order; the same seeds for every
+config), on the same task, data, trainer and metrics. After each round the race (race.py) drops the configs
+worse than the best; only those still in train the next seed. Each (config, seed) run is a *job*; a finished
+round queues the next one (`advance`), so the queue holds one round at a time, or the rounds before the first
+possible test together.
 
 Jobs are recorded as the trials of a second Optuna study, ``<name>.confirm``, in the study's own storage:
 each job is enqueued as a fixed trial (user attrs: config key, seed, layer config) and told its scores when it
@@ -55,7 +58,8 @@ from .plan import (
     select_candidates,
 )
 from .queue import SUFFIX, check_budget, claim, enqueue_missing, fail_abandoned, job_of, per_seed
-from .summary import render_markdown, summarise
+from .race import RaceState, rounds_to_queue
+from .summary import race_of, render_markdown, summarise
 
 __all__ = ["ConfirmResult", "confirm_dir", "export_confirmed", "run_confirm"]
 
@@ -87,7 +91,8 @@ def _cost_line(name: str, candidates: Sequence[Candidate], plan: ConfirmPlan, do
     n_jobs = len(candidates) * len(plan.seeds)
     total = n_jobs * plan.steps
     return (f"confirm {name}: {len(candidates)} configs (top {n_top} + {len(candidates) - n_top} more baselines) "
-            f"x {len(plan.seeds)} seeds x {plan.steps} steps = {n_jobs} runs, {total:,} training steps "
+            f"x {len(plan.seeds)} seeds x {plan.steps} steps = at most {n_jobs} runs (the race drops configs worse "
+            f"than the best), {total:,} training steps "
             f"({total / max(1, n_trials * trial_steps):.1f}x the sweep's {n_trials} trials x {trial_steps} steps); "
             f"{done} runs already done")
 
@@ -124,14 +129,19 @@ def run_confirm(settings: Settings) -> ConfirmResult:
         check_budget(jobs, plan, settings.trainer, url)
         jobs.set_user_attr("objectives", names)
         fail_abandoned(jobs, log)
-        enqueue_missing(jobs, candidates, plan)
-    wanted = {(c.key, s) for c in candidates for s in plan.seeds}
-    done = sum(1 for t in jobs.get_trials(deepcopy=False) if job_of(t) in wanted and t.state == TrialState.COMPLETE)
+    state = advance(jobs, url, plan, objectives, candidates)
+    keys = {c.key for c in candidates}
+
+    def ours(t: optuna.trial.FrozenTrial) -> bool:
+        job = job_of(t)
+        return job is not None and job[0] in keys and job[1] in plan.seeds
+
+    done = sum(1 for t in jobs.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if ours(t))
     complete_trials = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
     if random_weights:
         log(RANDOM_BANNER)
     log(_cost_line(study.study_name, candidates, plan, done, settings.trainer.steps, complete_trials))
-    result = ConfirmResult(study.study_name, len(wanted))
+    result = ConfirmResult(study.study_name, len(candidates) * len(plan.seeds))
 
     def queued() -> int:
         return len(jobs.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
@@ -152,27 +162,51 @@ def run_confirm(settings: Settings) -> ConfirmResult:
                 started = time.perf_counter()
                 run_job(jobs, trial, ctx)
                 result.ran += 1
+                # A finished round lets the race drop configs and queue the next seeds of those still in.
+                state = advance(jobs, url, plan, objectives, candidates)
                 left = queued()
                 if result.ran == 1 and left:
                     each = time.perf_counter() - started
                     log(f"first run took {_duration(each)}; about {_duration(each * left)} for the {left} runs "
-                        "still queued (less with more confirm processes)")
+                        "queued now (less with more confirm processes; the race may queue more seeds)")
                 bar.total = bar.n + 1 + left
                 bar.update(1)
         finally:
             bar.close()
-    live = [t for t in jobs.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)) if job_of(t) in wanted]
+    live = [t for t in jobs.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING)) if ours(t)]
     result.pending = len(live)
-    if live:
+    if live or not state.finished:
         log(f"{len(live)} runs are still queued or running in other processes; the last to finish writes the results "
             "(or run this command again)")
         return result
-    result.summary = summarise(study.study_name, random_weights, plan, objectives, candidates, per_seed(jobs, names))
+    result.summary = summarise(study.study_name, random_weights, plan, objectives, candidates,
+                               _rows_of(per_seed(jobs, names), plan))
     out = confirm_dir(settings)
     result.paths = [atomic_write_text(out / "confirm.md", render_markdown(result.summary)),
                     atomic_write_json(out / "confirm.json", result.summary)]
     _log_summary(tracking, result)
     return result
+
+
+def _rows_of(rows: dict[str, list[dict[str, Any]]], plan: ConfirmPlan) -> dict[str, list[dict[str, Any]]]:
+    """The rows of this plan's seeds (an earlier confirmation may have run more)."""
+    return {key: [r for r in by_seed if r["seed"] in plan.seeds] for key, by_seed in rows.items()}
+
+
+def advance(jobs: optuna.Study, url: str, plan: ConfirmPlan, objectives: Sequence[tuple[str, str]],
+            candidates: Sequence[Candidate]) -> RaceState:
+    """Replay the race on the finished runs and queue the seeds the configs still in it need next.
+
+    Under the storage lock, so two processes finishing a round at once queue its next seed once. Every process
+    replays the same stored results in seed order, so they agree on who is still in the race.
+    """
+    with storage_lock(url):
+        rows = _rows_of(per_seed(jobs, [m for m, _ in objectives]), plan)
+        state, _ = race_of(plan, objectives, candidates, rows)
+        rounds = rounds_to_queue(state, len(plan.seeds), plan.first_test, any(rows.values()))
+        alive = [c for c in candidates if c.key in state.alive]
+        enqueue_missing(jobs, alive, [plan.seeds[r] for r in rounds])
+    return state
 
 
 def _log_summary(tracking: JobTracking, result: ConfirmResult) -> None:
@@ -200,6 +234,9 @@ def export_confirmed(settings: Settings) -> list[Path]:
         raise ConfirmError(f"study {name!r} has no finished confirmation ({path} is missing); "
                            f"run `layersearch confirm study.name={name}` first")
     summary = json.loads(path.read_text())
+    if "race" not in summary:
+        raise ConfirmError(f"{path} was written before confirm raced its configs; run "
+                           f"`layersearch confirm study.name={name}` again to rewrite it")
     winner = next((c for c in summary["configs"] if c["key"] == summary.get("winner")), None)
     if winner is None:
         raise ConfirmError(f"the confirmation of study {name!r} has no winner (every run diverged?); see {path}")
@@ -213,6 +250,7 @@ def export_confirmed(settings: Settings) -> list[Path]:
     config["provenance"]["confirm"] = {
         "file": str(path), "steps": summary["steps"], "seeds": summary["seeds"], "n_seeds": winner["n_seeds"],
         "mean": winner["mean"], "std": winner["std"], "long_rank": winner["long_rank"],
-        "verdicts": {f"{c['baseline']}/{c['metric']}": c["verdict"] for c in summary["comparisons"]},
+        "race": {k: summary["race"][k] for k in ("primary", "alpha", "blocks", "runs", "runs_saved")},
+        "verdicts": {c["label"]: c["verdict"]["text"] for c in summary["configs"]},
     }
     return export_study(settings, chosen=config)
