@@ -84,7 +84,6 @@ def test_rank_tests_over_seed_image_pairs_read_run_luck_as_a_difference():
         x = simulate(rng, [0.0] * 4, 3, 10, run_sd=1.0)
         friedman += stats.friedmanchisquare(*x.reshape(4, -1)).pvalue < ALPHA
         quasi_f += blocked_anova(x).p_value < ALPHA
-    assert friedman / 300 == pytest.approx(0.647, abs=0.001) and quasi_f / 300 == pytest.approx(0.063, abs=0.001)
     assert friedman / 300 > 0.5 and quasi_f / 300 < ALPHA + 0.035
 
 

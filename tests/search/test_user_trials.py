@@ -235,7 +235,7 @@ def test_each_baseline_reruns_with_a_second_seed_to_measure_the_noise(in_tmp, ca
     assert "3 complete, 0 pruned, 0 failed (+ 2 baseline seed repeats)" in out
     assert "seed noise (baselines rerun with another seed): quality: seed SD 0.000707 (df 2: 4 runs of 2 configs)" in out
     # pixel (0.100, 0.101) beats johnson_sr (0.120, 0.121) by far more than t(0.975, 2) * SD * sqrt(1 + 1/2).
-    assert "best #2 vs johnson_sr (2 seeds) on quality: -0.02050: better" in out
+    assert "best #2 (1 run) vs johnson_sr (2 seeds) on quality: -0.02050: better (" in out
     _, runs = runs_of(in_tmp, "noise")
     assert runs[1].info.run_name == "#1 johnson_sr, seed 1" and runs[1].data.tags["layersearch.repeat_of"] == "0"
     # Export and confirm take configs from first runs only.

@@ -79,8 +79,13 @@ def noise_lines(study: optuna.Study, objectives: list[tuple[str, str]]) -> list[
             runs = runs_of(base, trials, i)
             diff = winner.values[i] - sum(runs) / len(runs)
             verdict = compare(winner.values[i], runs, direction, floor[metric])
-            lines.append(f"  best #{winner.number} vs {base.user_attrs['baseline']} ({len(runs)} seed"
-                         f"{'s' * (len(runs) != 1)}) on {metric}: {format_metric(metric, diff, signed=True)}: {verdict}")
+            # What the verdict rests on: the runs on each side and the df of the seed noise. Not the images: the
+            # images of one run share its luck, so with one common seed they add no independent blocks
+            # (confirm's race pairs by seed and image over several seeds).
+            rests = f" ({floor[metric].df} df of seed noise)" if floor[metric].sd is not None else ""
+            lines.append(f"  best #{winner.number} (1 run) vs {base.user_attrs['baseline']} ({len(runs)} seed"
+                         f"{'s' * (len(runs) != 1)}) on {metric}: {format_metric(metric, diff, signed=True)}: "
+                         f"{verdict}{rests}")
     return lines
 
 
