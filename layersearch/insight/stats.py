@@ -242,6 +242,10 @@ def blocked_anova(x: np.ndarray) -> BlockedTest:
     n_c, n_s, n_i = x.shape
     if n_c < 2 or n_s < 2:
         return BlockedTest(None, None, None, n_s, n_i)
+    if np.array_equal(x.min(axis=0), x.max(axis=0)):
+        # The same score for every config in every block (a config raced against itself): no difference, and the
+        # mean squares below would be rounding noise whose ratio means nothing.
+        return BlockedTest(0.0, None, 1.0, n_s, n_i)
     m = x.mean()
     m_c, m_s, m_i = x.mean(axis=(1, 2)), x.mean(axis=(0, 2)), x.mean(axis=(0, 1))
     m_cs, m_ci = x.mean(axis=2), x.mean(axis=1)

@@ -79,6 +79,16 @@ def test_candidates_of_a_single_objective_study_go_by_its_value(tmp_path):
     assert [c.key for c in picked] == ["trial_1", "trial_0"]
 
 
+def test_a_config_found_again_is_one_candidate(tmp_path):
+    # The offline demo's top 5 were five pixel losses: the race must not race a config against itself.
+    trials = [((23.0,), layers(pixel=1.0), "pixel"), ((23.0,), layers(pixel=1.0), None), ((21.0,), layers("relu2_2"), None),
+              ((22.0,), layers(pixel=1.0), None), ((20.0,), layers("relu2_2"), "johnson_sr"), ((19.0,), layers("relu1_2"), None)]
+    study = make_study(tmp_path, trials, objectives=("psnr_y",))
+    picked = confirm.select_candidates(study, [("psnr_y", MAX)], top_k=3)
+    # top 3 distinct configs: pixel (#0, the earlier of the tie), relu2_2 (#2), relu1_2 (#5); johnson_sr is #2's config
+    assert [c.trial for c in picked] == [0, 2, 5]
+
+
 def test_candidates_are_labelled_like_the_sweep_runs(tmp_path):
     # One naming rule (search.tracking.trial_run_name) for sweep runs, confirm rows and the report.
     study = make_study(tmp_path, [((0.2, 30.0), layers("relu2_2", "relu4_3"), None)])

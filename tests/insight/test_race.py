@@ -177,3 +177,10 @@ def test_runs_of_unequal_image_counts_fall_back_to_seed_means():
     scores = {"a": {0: [1.0, 2.0], 1: [1.0, 2.0]}, "b": {0: [1.5], 1: [1.4]}}
     state = race(scores, ["a", "b"], [0, 1], True, ALPHA, 5)
     assert state.images == 1 and state.verdicts["b"].blocks == 2
+
+
+def test_a_config_raced_against_itself_is_not_distinguishable_with_p_one():
+    # The offline demo's confirm raced five copies of the pixel loss: identical scores gave p=0 from rounding noise.
+    a = np.array([[0.843049, 0.842811], [0.840812, 0.840866], [0.846925, 0.846994]])
+    difference, test = blocked_pair(a, a.copy())
+    assert difference == 0.0 and test.p_value == 1.0

@@ -6,6 +6,7 @@ the candidates are its top-k complete trials and every complete literature basel
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,9 +139,19 @@ def select_candidates(study: optuna.Study, objectives: Sequence[tuple[str, str]]
     if len(objectives) > 1:
         best = {t.number for t in front(complete, [d for _, d in objectives])}
         ranked = [t for t in ranked if t.number in best] + [t for t in ranked if t.number not in best]
-    chosen = ranked[:top_k]
-    numbers = {t.number for t in chosen}
-    chosen += [t for t in sorted(complete, key=lambda t: t.number) if t.user_attrs.get("baseline") and t.number not in numbers]
+    # Distinct configs only: a sampler drawn to a good region proposes the same config again (the offline demo's
+    # top 5 were five pixel losses), and retraining it under five names would race it against itself.
+    seen: set[str] = set()
+
+    def new_config(t) -> bool:
+        key = json.dumps(t.user_attrs["layer_config"], sort_keys=True)
+        fresh = key not in seen
+        seen.add(key)
+        return fresh
+
+    chosen = [t for t in ranked if new_config(t)][:top_k]
+    seen = {json.dumps(t.user_attrs["layer_config"], sort_keys=True) for t in chosen}
+    chosen += [t for t in sorted(complete, key=lambda t: t.number) if t.user_attrs.get("baseline") and new_config(t)]
     names = [m for m, _ in objectives]
     candidates = []
     for t in chosen:
