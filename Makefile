@@ -10,7 +10,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint docs clean bench bench-pruning bench-science tables
+.PHONY: demo test lint docs clean bench bench-pruning bench-science bench-search tables
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV_ARGS) $(VENV)
@@ -64,6 +64,14 @@ bench-pruning: $(STAMP)
 SCIENCE_ARGS ?=
 bench-science: $(STAMP)
 	$(BIN)/python benchmarks/science.py $(SCIENCE_ARGS)
+
+# How many trials, which sampler and pruner (docs/search.md): Optuna studies replayed against the committed tabular
+# benchmark (benchmarks/search/table-sr-lite0.jsonl: 101 configs of the offline demo's space x 3 seeds, made by
+# benchmarks/search/make_table.py in about an hour); writes benchmarks/results/<date>-vm-search.md and
+# docs/img/search-benchmark.png. SEARCH_ARGS changes it (e.g. "--seeds 20").
+SEARCH_ARGS ?=
+bench-search: $(STAMP)
+	$(BIN)/python benchmarks/search/bench_search.py $(SEARCH_ARGS)
 
 # The loss networks' layer tables, generated from torchvision's module tree (after a torchvision upgrade).
 tables: $(STAMP)
