@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from ..errors import ConfigValueError, LayersearchError, OutputExistsError
 from ..lossnet.features import FeatureExtractor
@@ -32,6 +31,7 @@ from ..lossnet.layers import layer_info, layer_names, receptive_field, validate_
 from ..lossnet.loss import gram_matrix, total_variation
 from ..lossnet.weights import any_random, weights_for, weights_label
 from ..outputs import RANDOM_BANNER, atomic_write_json, save_grid, timestamped_dir
+from ..progress import progress
 from ..search.storage import StudyError, load_study
 from ..settings import InspectSettings, Settings
 from ..trial.metric_registry import RESTORATION, check_image_side, lpips_graded, metric_set
@@ -149,7 +149,7 @@ def invert(extractor: FeatureExtractor, target: torch.Tensor, layers: Sequence[s
     # max_eval caps the forward/backward passes, so `steps` fixes the cost whatever the line search does.
     optimizer = torch.optim.LBFGS([image], lr=1.0, max_iter=steps, max_eval=steps, history_size=20,
                                   line_search_fn="strong_wolfe", tolerance_grad=0.0, tolerance_change=0.0)
-    bar = tqdm(total=steps, desc=desc, unit="eval", leave=False)
+    bar = progress(steps, desc, "eval", leave=False)  # in a log file: a line every 30 s, none for short runs
 
     def closure() -> torch.Tensor:
         optimizer.zero_grad()

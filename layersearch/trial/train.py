@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 import yaml
-from tqdm.auto import tqdm
 
 from ..errors import ConfigValueError, LayersearchError, OutputExistsError
 from ..lossnet.loss import LossConfig, PerceptualLoss
@@ -32,6 +31,7 @@ from ..outputs import (
     save_grid,
     timestamped_dir,
 )
+from ..progress import progress
 from ..settings import Settings, TrainerSettings, settings_to_dict
 from .tasks import Task, build_task
 
@@ -236,7 +236,8 @@ def train(
     term_sums: dict[str, torch.Tensor] = {}
     terms_seen = 0
     first_bad = torch.zeros((), dtype=torch.long, device=device)
-    bar = tqdm(total=steps, desc="train", disable=not trainer.progress, leave=False)
+    # In a log file (not a terminal): a line every LAYERSEARCH_PROGRESS_EVERY_S seconds, none for short runs.
+    bar = progress(steps, "train", "step", leave=False, disable=not trainer.progress)
     started = time.perf_counter()
     try:
         for step in range(1, steps + 1):

@@ -39,9 +39,9 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from tqdm.auto import tqdm
 
 from ...outputs import RANDOM_BANNER, atomic_write_json, atomic_write_text
+from ...progress import progress, write
 from ...search.results import export_study, provenance_config
 from ...search.storage import load_study, open_storage, storage_lock
 from ...settings import Settings
@@ -105,7 +105,7 @@ def run_confirm(settings: Settings) -> ConfirmResult:
     """
     plan = read_plan(settings)
     study, url = load_study(settings.study, settings.paths.studies_dir)
-    log = tqdm.write
+    log = write
     # The runs evaluate as often as the plan says (a trial's number of evaluations, by default).
     run_settings = dataclasses.replace(settings, trainer=dataclasses.replace(settings.trainer, eval_every=plan.eval_every))
     training = make_training(run_settings, log)
@@ -156,7 +156,8 @@ def run_confirm(settings: Settings) -> ConfirmResult:
         ctx = JobContext(training, run_settings, study.study_name, plan, objectives, tracking,
                          training.device if builtin else resolve_device(settings.trainer.device), log,
                          training.precision() if builtin else None)
-        bar = tqdm(total=queued(), desc=f"confirm {study.study_name}", unit="run", position=0)
+        # One plain line per finished run when the output is a log file, not a terminal.
+        bar = progress(queued(), f"confirm {study.study_name}", "run", position=0, every_s=0)
         try:
             while (trial := claim(jobs, url)) is not None:
                 started = time.perf_counter()

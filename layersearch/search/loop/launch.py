@@ -20,9 +20,8 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
-
 from ...lossnet.declared import declare_from_settings
+from ...progress import write
 from ...settings import Settings, StudySettings, parse_settings, settings_to_dict
 from ...trial.tasks import TRIALS_PER_DEVICE_ENV
 from ...trial.train import resolve_device
@@ -106,8 +105,8 @@ def run_launched(settings: Settings, fn=None):
             "(its default storage is then a journal file) or study.storage=postgresql://..."
         )
     if launcher == "slurm" and journal_path(url or "") is not None and not settings.study.storage:
-        tqdm.write(f"note: the study is the journal file {journal_path(url)}; SLURM jobs on other machines "
-                   "need it on a shared file system (or use study.storage=postgresql://...)")
+        write(f"note: the study is the journal file {journal_path(url)}; SLURM jobs on other machines "
+              "need it on a shared file system (or use study.storage=postgresql://...)")
     settings = _with_study(settings, storage=url)
     # SLURM jobs prepare their own training where the data and GPUs are; local workers are checked here first.
     prep = prepare_study(settings, prepare_training=launcher != "slurm")
@@ -122,8 +121,8 @@ def run_launched(settings: Settings, fn=None):
     bad = {i: c for i, c in codes.items() if c != 0}
     for i, code in bad.items():
         what = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-        tqdm.write(f"worker {i} {what}" + ("; the others failed and retried its trial" if done >= prep.n_trials
-                                            else ""))
+        write(f"worker {i} {what}" + ("; the others failed and retried its trial" if done >= prep.n_trials
+                                       else ""))
     if done < prep.n_trials and bad:
         first = next(iter(bad.values()))
         raise StudyError(f"the study has {done} of {prep.n_trials} trials and {len(bad)} worker(s) failed "
@@ -167,7 +166,7 @@ def _run_local(settings: Settings, n: int, plan: list[str | None]) -> dict[int, 
         procs.append(subprocess.Popen(WORKER_COMMAND, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
     gpu = "" if plan[0] is None else f" on GPUs {', '.join(dict.fromkeys(p for p in plan if p))}"
-    tqdm.write(f"started {n} workers{gpu} (pids {', '.join(str(p.pid) for p in procs)}); logs in {logs}")
+    write(f"started {n} workers{gpu} (pids {', '.join(str(p.pid) for p in procs)}); logs in {logs}")
 
     def pump(i: int, proc: subprocess.Popen) -> None:
         with open(logs / f"worker-{i}.log", "a") as log_file:
@@ -175,7 +174,7 @@ def _run_local(settings: Settings, n: int, plan: list[str | None]) -> dict[int, 
                 clean = scrub(line.rstrip("\n"), *secrets)
                 log_file.write(clean + "\n")
                 log_file.flush()
-                tqdm.write(f"[worker {i}] {clean}")
+                write(f"[worker {i}] {clean}")
 
     pumps = [threading.Thread(target=pump, args=(i, p), daemon=True) for i, p in enumerate(procs)]
     for t in pumps:
@@ -241,7 +240,7 @@ def _run_slurm(settings: Settings, n: int) -> dict[int, int]:
     safe = dataclasses.replace(safe, tracking=dataclasses.replace(safe.tracking, uri=redact(safe.tracking.uri)))
     jobs = executor.map_array(_slurm_job, [settings_to_dict(_with_study(safe, seed=safe.study.seed + i))
                                            for i in range(n)])
-    tqdm.write(f"submitted {n} SLURM jobs: {', '.join(j.job_id for j in jobs)} (logs in {folder})")
+    write(f"submitted {n} SLURM jobs: {', '.join(j.job_id for j in jobs)} (logs in {folder})")
     if not launcher.wait:
         return {}
     codes = {}
@@ -250,7 +249,7 @@ def _run_slurm(settings: Settings, n: int) -> dict[int, int]:
             job.result()
             codes[i] = 0
         except Exception as err:  # submitit re-raises the job's error (or its death) here
-            tqdm.write(f"SLURM job {job.job_id}: {scrub(str(err).splitlines()[-1] if str(err) else repr(err))}")
+            write(f"SLURM job {job.job_id}: {scrub(str(err).splitlines()[-1] if str(err) else repr(err))}")
             codes[i] = 1
     return codes
 

@@ -14,13 +14,13 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from tqdm.auto import tqdm
 
 from ...config import literature_loss
 from ...lossnet.loss import LossConfig
 from ...lossnet.registry import loss_network
 from ...lossnet.weights import any_random, ready_weights, weights_label
 from ...outputs import RANDOM_BANNER
+from ...progress import write
 from ...settings import Settings, StudySettings, settings_to_dict
 from ...trial.kinds import Training, lpips_used, make_training
 from ...trial.metrics import METRIC_DIRECTIONS
@@ -202,7 +202,7 @@ def _lpips_label(settings: Settings, objectives: list[str]) -> str:
     return f"{lpips.net}/{weights_label(lpips.weights)}" if lpips_used(settings, objectives) else "not used"
 
 
-def prepare_study(settings: Settings, log=tqdm.write, tracker: bool = True, prepare_training: bool = True,
+def prepare_study(settings: Settings, log=write, tracker: bool = True, prepare_training: bool = True,
                   fn=None) -> Prepared:
     """Validate the config, create or load the study, enqueue baselines; all before any trial runs.
 

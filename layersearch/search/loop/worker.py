@@ -12,8 +12,7 @@ import threading
 import time
 from collections.abc import Iterator
 
-from tqdm.auto import tqdm
-
+from ...progress import progress, write
 from ...settings import Settings
 from ..results import SweepResult, best_rows, best_summary, counts, last_fail_reason, log_summary, noise_lines
 from ..storage import StudyError, redact
@@ -58,7 +57,7 @@ def run_worker(settings: Settings, fn=None) -> SweepResult:
     Args:
         fn: the training function of ``layersearch.sweep(train, ...)``, when given as one.
     """
-    log = tqdm.write
+    log = write
     with stop_on_signals():
         prep = prepare_study(settings, log, fn=fn)
         return _loop(prep, log)
@@ -95,7 +94,8 @@ def _loop(prep: Prepared, log) -> SweepResult:
     ctx = _context(prep, log)
     timeout = prep.settings.study.timeout
     poll_s = min(5.0, prep.settings.study.heartbeat_s)
-    bar = tqdm(total=n_trials, initial=done, desc=f"sweep {name}", unit="trial", position=0)
+    # One plain line per finished trial when the output is a log file, not a terminal.
+    bar = progress(n_trials, f"sweep {name}", "trial", position=0, initial=done, every_s=0)
     infeasible_in_a_row = failed_in_a_row = 0
     try:
         while True:
@@ -126,9 +126,10 @@ def _loop(prep: Prepared, log) -> SweepResult:
                 raise StudyError(f"{failed_in_a_row} trials failed in a row (last: {last_fail_reason(study)}); "
                                  "fix the cause (e.g. trainer.lr) and run the same command again to resume")
             counted = counts(study)
-            bar.update(counted["complete"] + counted["pruned"] - bar.n)
+            # The postfix first, so that a plain progress line (printed by the update) carries this trial's counts.
             bar.set_postfix_str(f"done {counted['complete']} pruned {counted['pruned']} failed {counted['failed']} | "
                                 f"{best_summary(study, objectives)}")
+            bar.update(counted["complete"] + counted["pruned"] - bar.n)
     finally:
         bar.close()
         result.seconds_total = time.perf_counter() - started

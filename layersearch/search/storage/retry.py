@@ -82,9 +82,9 @@ def is_transient(err: BaseException) -> bool:
 
 
 def _say(message: str) -> None:
-    from tqdm.auto import tqdm
+    from ...progress import write
 
-    tqdm.write(message, file=sys.stderr)
+    write(message, file=sys.stderr)
 
 
 def _short(err: BaseException, url: str) -> str:
