@@ -27,6 +27,7 @@ _LAZY = {
     "Trial": "trial.handle",
     "Pruned": "trial.handle",
     "TrialFailed": "trial.handle",
+    "score_images": "trial.handle",
     "trial_from_env": "trial.env",
     "sweep": "search",
     "SweepResult": "search",
@@ -49,6 +50,7 @@ __all__ = [
     "gram_matrix",
     "layer_names",
     "layer_table",
+    "score_images",
     "sweep",
     "trial_from_env",
 ]
@@ -60,7 +62,7 @@ if TYPE_CHECKING:
     from .lossnet.weights import WeightsError
     from .search import SweepResult, sweep
     from .trial.env import trial_from_env
-    from .trial.handle import Pruned, Trial, TrialFailed
+    from .trial.handle import Pruned, Trial, TrialFailed, score_images
 
 
 def __getattr__(name: str):

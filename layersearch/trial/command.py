@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shlex
 import shutil
 import string
@@ -26,12 +27,16 @@ from ..errors import ConfigValueError, LayersearchError
 from ..settings import LpipsSettings, TrialSettings
 from .env import ENV, write_trial_files
 from .handle import Trial, TrialFailed
+from .hydra_overrides import KEY_PATTERN, hydra_overrides
 from .processes import Watchdog, start_group, stop_group
 
 __all__ = ["CommandError", "CommandTraining", "PLACEHOLDERS", "MetricsReader"]
 
 PLACEHOLDERS = tuple(ENV)
+#: ``{overrides:KEY}``: the sampled layer config as Hydra overrides of KEY (trial/hydra_overrides.py).
+OVERRIDES = "overrides"
 _STDERR_TAIL_LINES = 8
+_STAND_ALONE = re.compile(r"\{" + OVERRIDES + r":([^{}]*)\}")
 
 
 class CommandError(LayersearchError, ValueError):
@@ -47,18 +52,38 @@ def _positive(value: Any, key: str, allow_none: bool = False) -> float | None:
     return float(value)
 
 
-def _fields(template: str) -> list[str]:
-    """The placeholder names in ``template``; a CommandError for a malformed or unknown one."""
+def _fields(template: str) -> list[tuple[str, str]]:
+    """The placeholders in ``template`` as (name, format spec); a CommandError for a malformed or unknown one."""
     try:
-        names = [field for _, field, _, _ in string.Formatter().parse(template) if field is not None]
+        fields = [(name, spec or "") for _, name, spec, _ in string.Formatter().parse(template) if name is not None]
     except ValueError as err:
         raise CommandError(f"trial.cmd: {err} (write a literal brace as {{{{ or }}}})") from None
-    valid = ", ".join(f"{{{p}}}" for p in PLACEHOLDERS)
-    for name in names:
-        if name not in PLACEHOLDERS:
+    valid = ", ".join([*(f"{{{p}}}" for p in PLACEHOLDERS), f"{{{OVERRIDES}:KEY}}"])
+    for name, spec in fields:
+        if name == OVERRIDES:
+            if not KEY_PATTERN.fullmatch(spec):
+                raise CommandError(f"trial.cmd: {{{OVERRIDES}:KEY}} names the config key of a Hydra app that "
+                                   f"takes the loss, e.g. {{{OVERRIDES}:model.perceptual}}; got {{{name}:{spec}}}")
+        elif name not in PLACEHOLDERS:
             shown = "{}" if name == "" else f"{{{name}}}"
             raise CommandError(f"trial.cmd: unknown placeholder {shown}; valid: {valid}")
-    return names
+    return fields
+
+
+class _Filler(string.Formatter):
+    """Fills a ``trial.cmd`` token: each placeholder's value, ``{overrides:KEY}`` as Hydra overrides."""
+
+    def __init__(self, values: Mapping[str, str], layer_config: Mapping[str, Any], quote: Callable[[str], str]):
+        super().__init__()
+        self.values, self.layer_config, self.quote = values, layer_config, quote
+
+    def get_value(self, key: Any, args: Any, kwargs: Any) -> Any:
+        return OVERRIDES if key == OVERRIDES else self.quote(self.values[key])
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if value is OVERRIDES:
+            return " ".join(self.quote(o) for o in hydra_overrides(format_spec, self.layer_config))
+        return format(value, format_spec)
 
 
 class MetricsReader:
@@ -164,6 +189,8 @@ class CommandTraining:
         self.kill_grace_s = _positive(self.kill_grace_s, "trial.kill_grace_s")
         self.poll_s = _positive(self.poll_s, "trial.poll_s")
         _fields(self.template)
+        if not self.shell:
+            self._check_overrides_stand_alone()
         if self.score_dir and not self.val_dir:
             raise CommandError("trial.score_dir needs the validation targets: data=folder data.val_dir=...")
         if self.score_dir and not Path(str(self.val_dir)).is_dir():
@@ -184,11 +211,33 @@ class CommandTraining:
             raise CommandError(f"trial.cmd: program {program!r} not found"
                                + ("" if "/" in program else " on PATH") + " (or use trial.shell=true)")
 
-    def argv(self, values: Mapping[str, str]) -> list[str]:
-        """The command line for one trial: each placeholder filled in (quoted for the shell with shell=true)."""
+    def _check_overrides_stand_alone(self) -> None:
+        # Without a shell, {overrides:KEY} becomes several arguments: it cannot share a token with other text.
+        for token in self._tokens():
+            if any(name == OVERRIDES for name, _ in _fields(token)) and not _STAND_ALONE.fullmatch(token):
+                raise CommandError(f"trial.cmd: {{{OVERRIDES}:KEY}} becomes several arguments and must stand "
+                                   f"alone, not inside {token!r}")
+
+    def _tokens(self) -> list[str]:
+        try:
+            return shlex.split(self.template)
+        except ValueError as err:
+            raise CommandError(f"trial.cmd cannot be split into arguments: {err}") from None
+
+    def argv(self, values: Mapping[str, str], layer_config: Mapping[str, Any] | None = None) -> list[str]:
+        """The command line for one trial: each placeholder filled in (quoted for the shell with shell=true);
+        ``{overrides:KEY}`` becomes the Hydra overrides that set KEY to ``layer_config``."""
+        config = dict(layer_config or {})
         if self.shell:
-            return ["/bin/sh", "-c", self.template.format_map({k: shlex.quote(v) for k, v in values.items()})]
-        return [token.format_map(values) for token in shlex.split(self.template)]
+            return ["/bin/sh", "-c", _Filler(values, config, shlex.quote).format(self.template)]
+        argv: list[str] = []
+        for token in self._tokens():
+            match = _STAND_ALONE.fullmatch(token)
+            if match:
+                argv += hydra_overrides(match.group(1), config)
+            else:
+                argv.append(_Filler(values, config, str).format(token))
+        return argv
 
     def __call__(self, trial: Trial) -> dict[str, float]:
         if not self._checked:
@@ -200,7 +249,7 @@ class CommandTraining:
         values = write_trial_files(trial, metrics_file, score_dir, self.lpips, self.loss_seed)
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **{ENV[k]: v for k, v in values.items()}}
         reader = MetricsReader(metrics_file, lambda text: self.log(f"trial {trial.number}: warning: {text}"))
-        last, final = self._run(trial, self.argv(values), env, reader)
+        last, final = self._run(trial, self.argv(values, trial.layer_config), env, reader)
         if score_dir is not None:
             final = {**(final or last or {}), **self._score(trial, score_dir)}
         final = final or last
