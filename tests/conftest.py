@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import warnings
 
 import pytest
@@ -9,6 +10,14 @@ import torch
 
 from layersearch.lossnet.registry import network_names, unregister
 from layersearch.lossnet.weights import RandomWeightsWarning, clear_shared
+
+
+def pytest_configure(config):
+    # A shell without job control starts a background command (`make test &`, `nohup .ci/run &`) with SIGINT
+    # ignored, and an ignored signal stays ignored in every child: the sweeps that the signal tests Ctrl-C
+    # would never see it. A handler of our own is reset to the default in children, so they get Ctrl-C.
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
