@@ -14,6 +14,7 @@ from .errors import LayersearchError, RandomWeightsWarning
 from .lossnet.declared import declare_from_settings
 from .lossnet.layers import ARCHS, TORCHVISION_ARCHS, check_arch, format_layer_table
 from .outputs import RANDOM_BANNER, timestamped_dir
+from .progress import check_environment as check_progress_environment
 from .settings import Settings, parse_settings
 from .trial.metric_registry import RESTORATION, format_table, metric_set
 
@@ -327,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("always" if os.environ.get("LAYERSEARCH_DEBUG") else "once", RandomWeightsWarning)
     _quiet_libraries()
     try:
+        check_progress_environment()
         return COMMANDS[command](args)
     except KeyboardInterrupt as err:
         # Ctrl-C: 130; SIGTERM (search.loop.Interrupted, e.g. SLURM preemption): 143. Rerunning resumes.

@@ -29,7 +29,7 @@ from typing import IO, Any
 
 from .errors import ConfigValueError
 
-__all__ = ["EVERY_S", "Lines", "progress", "use_bars", "write"]
+__all__ = ["EVERY_S", "Lines", "check_environment", "progress", "use_bars", "write"]
 
 #: Seconds between two plain lines of a bar with ``every_s=None``, unless LAYERSEARCH_PROGRESS_EVERY_S says.
 EVERY_S = 30.0
@@ -63,6 +63,13 @@ def every_s_default() -> float:
     if not value >= 0:  # also NaN
         raise ConfigValueError(f"LAYERSEARCH_PROGRESS_EVERY_S={text!r}: a number of seconds >= 0")
     return value
+
+
+def check_environment() -> None:
+    """One line (ConfigValueError) for a bad LAYERSEARCH_PROGRESS or LAYERSEARCH_PROGRESS_EVERY_S, called by
+    the CLI before a command starts: found at the first progress line, it would leave a study half made."""
+    use_bars()
+    every_s_default()
 
 
 def write(message: str, file: IO[str] | None = None) -> None:

@@ -180,3 +180,20 @@ def test_with_bars_messages_go_through_tqdm_write(monkeypatch):
 def test_durations_read_short():
     assert [p.duration(s) for s in (0, 44.6, 60, 80, 3599, 3600, 7500)] == \
         ["0s", "45s", "1m00s", "1m20s", "59m59s", "1h00m", "2h05m"]
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("LAYERSEARCH_PROGRESS", "foo", "LAYERSEARCH_PROGRESS='foo': use bars, lines or auto (unset)"),
+    ("LAYERSEARCH_PROGRESS_EVERY_S", "soon", "LAYERSEARCH_PROGRESS_EVERY_S='soon': a number of seconds >= 0"),
+])
+def test_a_bad_progress_variable_is_one_line_before_anything_is_made(name, value, message, tmp_path, monkeypatch,
+                                                                      capsys):
+    from helpers import one_error_line
+
+    from layersearch.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(name, value)
+    assert main(["sweep", "preset=smoke", "study.n_trials=1"]) == 2
+    assert one_error_line(capsys) == f"layersearch sweep: {message}"
+    assert not any(tmp_path.rglob("*")), list(tmp_path.rglob("*"))  # no study, no MLflow store

@@ -200,10 +200,7 @@ class CommandTraining:
         self._checked = True
 
     def _check_program(self) -> None:
-        try:
-            program = shlex.split(self.template)[0]
-        except ValueError as err:
-            raise CommandError(f"trial.cmd cannot be split into arguments: {err}") from None
+        program = self._tokens()[0]
         if _fields(program):
             return  # the program itself is a placeholder: known only per trial
         found = os.access(program, os.X_OK) and Path(program).is_file() if "/" in program else shutil.which(program)
